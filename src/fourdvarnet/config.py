@@ -1,0 +1,348 @@
+"""Typed configuration of the pipeline stages, checked before any work starts.
+
+Each stage reads one sub-tree of the workflow's ``config.yaml`` (``data.<system>``,
+``model.<system>``, ``train.<system>``, ``evaluate.<system>``). ``from_dict`` refuses unknown keys
+and out-of-range values with an error that names the key, so a typo never silently falls back to
+a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .dynamics import SYSTEMS
+
+PRIORS = ("rk4", "euler", "genn")
+SOLVERS = ("fsgd", "lstm", "conv", "fixed_point")
+LEARNED_SOLVERS = ("lstm", "conv")
+SCHEMES = ("none", "unsupervised", "supervised")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or out of range."""
+
+
+def _check(cond: bool, key: str, value: Any, expect: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key} = {value!r}: {expect}")
+
+
+def from_dict(cls, d: dict | None, where: str):
+    """Build dataclass ``cls`` from ``d``, refusing keys it does not know."""
+    d = dict(d or {})
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(names)}")
+    kwargs = {}
+    for name, value in d.items():
+        sub = names[name].type
+        if dataclasses.is_dataclass(_SUBCONFIGS.get(sub)):
+            value = from_dict(_SUBCONFIGS[sub], value, f"{where}.{name}")
+        kwargs[name] = value
+    obj = cls(**kwargs)
+    obj.check(where)
+    return obj
+
+
+def as_dict(obj) -> dict:
+    return dataclasses.asdict(obj)
+
+
+@dataclass
+class ObsConfig:
+    """Observation operator: which entries of each window are observed, and the noise."""
+
+    every: int = 8  # observation time step, in model steps
+    components: list[int] | None = None  # observed components (fixed set), or
+    n_random: int | None = None  # number of components drawn at random per observation time
+    shared: bool = True  # one random draw per observation time for the whole split
+    blank_ends: int = 0  # no observation in the first and last ``blank_ends`` steps
+    noise_var: float = 2.0
+
+    def check(self, where: str) -> None:
+        _check(
+            isinstance(self.every, int) and self.every >= 1,
+            f"{where}.every",
+            self.every,
+            "must be an integer >= 1",
+        )
+        _check(
+            (self.components is None) != (self.n_random is None),
+            f"{where}.components",
+            self.components,
+            "set exactly one of components and n_random",
+        )
+        _check(self.noise_var >= 0, f"{where}.noise_var", self.noise_var, "must be >= 0")
+        _check(self.blank_ends >= 0, f"{where}.blank_ends", self.blank_ends, "must be >= 0")
+
+
+@dataclass
+class DataConfig:
+    """Truth simulation and twin-experiment sampling for one system (SPEC section 2)."""
+
+    system: str = "l63"
+    dt: float = 0.01
+    x0: list[float] = field(default_factory=lambda: [8.0, 0.0, 30.0])
+    perturb: list[float] | None = None  # [index, value] added to x0 (L96: [20, 0.01])
+    spinup: float = 5.0
+    n_steps: int = 20000
+    rtol: float = 1e-3
+    atol: float = 1e-6
+    window: int = 200
+    n_train: int = 10000
+    n_val: int = 1000
+    n_test: int = 2000
+    train_range: list[int] = field(default_factory=lambda: [0, 10500])
+    val_range: list[int] = field(default_factory=lambda: [10500, 12000])
+    test_range: list[int] = field(default_factory=lambda: [15000, 20000])
+    obs: ObsConfig = field(default_factory=ObsConfig)
+    seed: int = 100
+
+    def check(self, where: str) -> None:
+        _check(self.system in SYSTEMS, f"{where}.system", self.system, f"expected one of {SYSTEMS}")
+        _check(self.dt > 0, f"{where}.dt", self.dt, "must be positive")
+        _check(self.window >= 2, f"{where}.window", self.window, "must be >= 2")
+        for split in ("train", "val", "test"):
+            lo, hi = getattr(self, f"{split}_range")
+            _check(
+                0 <= lo and hi <= self.n_steps and hi - lo >= self.window,
+                f"{where}.{split}_range",
+                [lo, hi],
+                f"must lie in [0, n_steps={self.n_steps}] and hold a window of {self.window}",
+            )
+            n = getattr(self, f"n_{split}")
+            _check(
+                isinstance(n, int) and n >= 1, f"{where}.n_{split}", n, "must be an integer >= 1"
+            )
+        if self.obs.n_random is not None:
+            n_comp = len(self.x0)
+            _check(
+                1 <= self.obs.n_random <= n_comp,
+                f"{where}.obs.n_random",
+                self.obs.n_random,
+                f"must lie in [1, {n_comp}]",
+            )
+
+
+@dataclass
+class GennConfig:
+    """Two-scale GENN prior (Eq. 10): widths of the constrained and 1x1 layers."""
+
+    width: int = 60  # output channels of the zero-centre convolution
+    hidden: int = 30  # channels of the bilinear block
+    kernel: int = 11  # kernel of the zero-centre convolution (odd)
+    pool: int = 4  # time downsampling of the coarse branch
+    head: bool = False  # branches end in ``hidden`` channels and share a 1x1 output layer
+
+    def check(self, where: str) -> None:
+        _check(
+            self.kernel % 2 == 1 and self.kernel >= 3,
+            f"{where}.kernel",
+            self.kernel,
+            "must be odd and >= 3",
+        )
+        for k in ("width", "hidden", "pool"):
+            _check(getattr(self, k) >= 1, f"{where}.{k}", getattr(self, k), "must be >= 1")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the priors Phi and the learned solvers Gamma for one system."""
+
+    genn: GennConfig = field(default_factory=GennConfig)
+    lstm_hidden: int = 5  # ConvLSTM hidden channels, as a multiple of the state channels
+    conv_widths: list[int] = field(default_factory=lambda: [8, 16])  # aG-Conv, x channels
+    kernel: int = 3  # kernel of the solver convolutions
+    bound: float = 5.0  # aG-Conv update bounded by bound * atan(z / bound)
+    grad_norm: str = "initial"  # gradient RMS normalisation: initial, every, none
+
+    def check(self, where: str) -> None:
+        _check(
+            self.grad_norm in ("initial", "every", "none"),
+            f"{where}.grad_norm",
+            self.grad_norm,
+            "expected initial, every or none",
+        )
+        _check(self.kernel % 2 == 1, f"{where}.kernel", self.kernel, "must be odd")
+        _check(self.bound > 0, f"{where}.bound", self.bound, "must be positive")
+
+
+@dataclass
+class Stage:
+    """One stage of the training schedule, from ``epoch`` on."""
+
+    epoch: int = 0
+    n_iter: int = 5
+    lr: float = 1e-3
+
+    def check(self, where: str) -> None:
+        _check(self.epoch >= 0, f"{where}.epoch", self.epoch, "must be >= 0")
+        _check(
+            isinstance(self.n_iter, int) and self.n_iter >= 1,
+            f"{where}.n_iter",
+            self.n_iter,
+            "must be an integer >= 1",
+        )
+        _check(self.lr > 0, f"{where}.lr", self.lr, "must be positive")
+
+
+@dataclass
+class TrainConfig:
+    """Training of one table row (SPEC section 5)."""
+
+    epochs: int = 300
+    batch_size: int = 128
+    schedule: list[Stage] = field(default_factory=lambda: [Stage(0, 5, 1e-3)])
+    prior_lr_factor: float = 0.5  # Phi learns at this fraction of the solver's rate
+    prior_weight: float = 0.05  # supervised: weight of each prior term |x - Phi(x)|^2
+    unsup_lambdas: list[float] = field(default_factory=lambda: [0.1, 1.0])  # fixed l1, l2
+    learn_lambdas: bool = True  # supervised: l1, l2 learned jointly
+    pretrain_epochs: int = 20  # GENN pre-training on one-step prediction
+    pretrain_lr: float = 1e-3
+    val_n_iter: int = 20  # solver iterations when scoring the validation split
+    device: str = "auto"
+
+    def check(self, where: str) -> None:
+        _check(self.epochs >= 1, f"{where}.epochs", self.epochs, "must be >= 1")
+        _check(self.batch_size >= 1, f"{where}.batch_size", self.batch_size, "must be >= 1")
+        _check(
+            len(self.schedule) >= 1 and self.schedule[0].epoch == 0,
+            f"{where}.schedule",
+            self.schedule,
+            "needs a first stage at epoch 0",
+        )
+        epochs = [s.epoch for s in self.schedule]
+        _check(epochs == sorted(epochs), f"{where}.schedule", epochs, "epochs must increase")
+        _check(
+            self.prior_lr_factor >= 0,
+            f"{where}.prior_lr_factor",
+            self.prior_lr_factor,
+            "must be >= 0",
+        )
+        _check(self.pretrain_lr > 0, f"{where}.pretrain_lr", self.pretrain_lr, "must be positive")
+        _check(
+            len(self.unsup_lambdas) == 2 and min(self.unsup_lambdas) >= 0,
+            f"{where}.unsup_lambdas",
+            self.unsup_lambdas,
+            "needs two non-negative weights",
+        )
+        _check(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            f"{where}.device",
+            self.device,
+            "expected auto, cpu or cuda[:N]",
+        )
+
+
+@dataclass
+class FsgdConfig:
+    """Fixed-step gradient descent baseline (Eq. 5)."""
+
+    step: float = 50.0  # per-sample step on the normalised state
+    n_iter: int = 150000
+    batch_size: int = 2000
+    lambdas: list[float] = field(default_factory=lambda: [0.01, 1.0])
+
+    def check(self, where: str) -> None:
+        _check(self.step > 0, f"{where}.step", self.step, "must be positive")
+        _check(self.n_iter >= 1, f"{where}.n_iter", self.n_iter, "must be >= 1")
+        _check(self.batch_size >= 1, f"{where}.batch_size", self.batch_size, "must be >= 1")
+
+
+@dataclass
+class EvalConfig:
+    """Scoring of the test split (SPEC section 6)."""
+
+    n_iter: int = 20
+    score_lambdas: list[float] = field(default_factory=lambda: [0.01, 1.0])
+    batch_size: int = 500
+    fsgd: FsgdConfig = field(default_factory=FsgdConfig)
+    fixed_point_iter: int = 100
+    pathway_samples: int = 100  # test sequences on which the energy pathway is traced
+    device: str = "auto"
+
+    def check(self, where: str) -> None:
+        _check(self.n_iter >= 1, f"{where}.n_iter", self.n_iter, "must be >= 1")
+        _check(self.batch_size >= 1, f"{where}.batch_size", self.batch_size, "must be >= 1")
+        _check(
+            self.pathway_samples >= 1,
+            f"{where}.pathway_samples",
+            self.pathway_samples,
+            "must be >= 1",
+        )
+
+
+@dataclass
+class Experiment:
+    """One table row: system x learning scheme x prior x solver x seed."""
+
+    system: str
+    scheme: str
+    prior: str
+    solver: str
+    seed: int = 0
+
+    def check(self, where: str = "experiment") -> None:
+        _check(self.system in SYSTEMS, f"{where}.system", self.system, f"expected one of {SYSTEMS}")
+        _check(self.scheme in SCHEMES, f"{where}.scheme", self.scheme, f"expected one of {SCHEMES}")
+        _check(self.prior in PRIORS, f"{where}.prior", self.prior, f"expected one of {PRIORS}")
+        _check(self.solver in SOLVERS, f"{where}.solver", self.solver, f"expected one of {SOLVERS}")
+        learned = self.solver in LEARNED_SOLVERS
+        _check(
+            learned == (self.scheme != "none"),
+            f"{where}.scheme",
+            self.scheme,
+            f"solver {self.solver!r} needs scheme "
+            + ("'supervised' or 'unsupervised'" if learned else "'none'"),
+        )
+
+    @property
+    def name(self) -> str:
+        return f"{self.system}/{self.scheme}-{self.prior}-{self.solver}/seed{self.seed}"
+
+
+_SUBCONFIGS = {
+    "ObsConfig": ObsConfig,
+    "GennConfig": GennConfig,
+    "FsgdConfig": FsgdConfig,
+}
+
+
+def stages(raw: list) -> list[Stage]:
+    return [from_dict(Stage, s, f"schedule[{i}]") for i, s in enumerate(raw)]
+
+
+def train_config(d: dict | None, where: str = "train") -> TrainConfig:
+    d = dict(d or {})
+    schedule = stages(d.pop("schedule", [{"epoch": 0, "n_iter": 5, "lr": 1e-3}]))
+    cfg = from_dict(TrainConfig, d, where)
+    cfg.schedule = schedule
+    cfg.check(where)
+    return cfg
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``base`` updated recursively by ``override`` (new dicts; lists are replaced whole)."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = (
+            deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
+
+
+def resolve_preset(raw: dict) -> dict:
+    """Apply the preset named by ``raw['preset']`` (from ``raw['presets']``) onto the base config.
+
+    The base config holds the paper's values; a preset overrides some of them. The result no
+    longer holds ``presets``.
+    """
+    name = raw.get("preset", "paper")
+    presets = raw.get("presets", {})
+    if name not in presets:
+        raise ConfigError(f"preset = {name!r}: unknown preset; expected one of {sorted(presets)}")
+    base = {k: v for k, v in raw.items() if k != "presets"}
+    return deep_merge(base, presets[name] or {})

@@ -1,0 +1,273 @@
+"""Twin-experiment data: truth windows, observation masks, noisy observations, NetCDF I/O.
+
+One long true trajectory is integrated (``dynamics.simulate``); train, validation and test windows
+of ``window`` steps are cut at random start times inside separate time ranges, so no validation or
+test window shares a state with a training window. Observations ``y`` are the truth plus Gaussian
+noise on the observed entries (``mask == 1``) and NaN elsewhere. Each split is one NetCDF file with
+variables ``x``, ``y``, ``mask`` of dimensions ``(sample, time, component)``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from . import __version__
+from .config import DataConfig, as_dict
+from .dynamics import simulate
+
+SPLITS = ("train", "val", "test")
+REQUIRED_VARS = ("x", "y", "mask")
+
+
+def git_commit() -> str:
+    """The commit of the working tree the package runs from, or 'unknown'."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def true_trajectory(cfg: DataConfig) -> np.ndarray:
+    """The long true trajectory, shape ``(n_steps, n_components)``."""
+    x0 = np.array(cfg.x0, dtype=np.float64)
+    if cfg.perturb is not None:
+        index, value = cfg.perturb
+        x0[int(index)] += value
+    return simulate(
+        cfg.system, x0, cfg.dt, cfg.n_steps, spinup=cfg.spinup, rtol=cfg.rtol, atol=cfg.atol
+    )
+
+
+def observation_mask(cfg: DataConfig, n: int, n_comp: int, rng: np.random.Generator) -> np.ndarray:
+    """Mask of observed entries for ``n`` windows, shape ``(n, window, n_comp)``, 1 = observed."""
+    obs = cfg.obs
+    t = np.arange(cfg.window)
+    times = (t % obs.every == 0) & (t >= obs.blank_ends) & (t < cfg.window - obs.blank_ends)
+    mask = np.zeros((n, cfg.window, n_comp), dtype=np.float32)
+    if obs.components is not None:
+        mask[:, times[:, None].repeat(n_comp, 1) & np.isin(np.arange(n_comp), obs.components)] = 1
+        return mask
+    for ti in np.flatnonzero(times):
+        if obs.shared:
+            comps = rng.permutation(n_comp)[: obs.n_random]
+            mask[:, ti, comps] = 1
+        else:
+            comps = np.argsort(rng.random((n, n_comp)), axis=1)[:, : obs.n_random]
+            np.put_along_axis(mask[:, ti, :], comps, 1, axis=1)
+    return mask
+
+
+def sample_split(cfg: DataConfig, traj: np.ndarray, split: str, rng: np.random.Generator):
+    """Cut the windows of one split and observe them: returns ``(start, x, y, mask)``."""
+    lo, hi = getattr(cfg, f"{split}_range")
+    n = getattr(cfg, f"n_{split}")
+    start = np.sort(rng.integers(lo, hi - cfg.window + 1, size=n))
+    x = np.stack([traj[s : s + cfg.window] for s in start])
+    mask = observation_mask(cfg, n, traj.shape[1], rng)
+    noise = np.sqrt(cfg.obs.noise_var) * rng.standard_normal(x.shape)
+    y = np.where(mask > 0, x + noise, np.nan)
+    return start, x, y, mask
+
+
+def make_splits(cfg: DataConfig) -> dict[str, xr.Dataset]:
+    """Simulate the truth and sample every split; the same config gives identical arrays."""
+    traj = true_trajectory(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    attrs = {
+        "system": cfg.system,
+        "dt": cfg.dt,
+        "window": cfg.window,
+        "noise_var": cfg.obs.noise_var,
+        "obs_every": cfg.obs.every,
+        "obs_sampling": _describe_obs(cfg),
+        "seed": cfg.seed,
+        "config": json.dumps(as_dict(cfg)),
+        "package_version": __version__,
+        "git_commit": git_commit(),
+    }
+    out = {}
+    for split in SPLITS:
+        start, x, y, mask = sample_split(cfg, traj, split, rng)
+        out[split] = to_dataset(x, y, mask, cfg.dt, dict(attrs, split=split), start=start)
+    train_x = out["train"].x
+    stats = {
+        "train_mean": float(train_x.mean()),
+        "train_std": float(train_x.std()),
+        "train_component_mean": train_x.mean(("sample", "time")).values,
+    }
+    for ds in out.values():
+        ds.attrs.update(stats)
+    return out
+
+
+def _describe_obs(cfg: DataConfig) -> str:
+    o = cfg.obs
+    what = (
+        f"components {o.components}"
+        if o.components is not None
+        else f"{o.n_random} random components per observation time"
+        + (" (shared by all windows)" if o.shared else " (drawn per window)")
+    )
+    return (
+        f"{what}, every {o.every} steps, none in the first and last {o.blank_ends} steps, "
+        f"Gaussian noise of variance {o.noise_var}"
+    )
+
+
+def to_dataset(x, y, mask, dt: float, attrs: dict, start=None, **extra) -> xr.Dataset:
+    """Wrap arrays of shape ``(sample, time, component)`` into a self-describing Dataset."""
+    n, t, c = x.shape
+    dims = ("sample", "time", "component")
+    data = {
+        "x": (dims, x, {"long_name": "true state", "units": "model units"}),
+        "y": (
+            dims,
+            y,
+            {"long_name": "noisy observations, NaN where not observed", "units": "model units"},
+        ),
+        "mask": (dims, mask.astype(np.int8), {"long_name": "observation mask (1 = observed)"}),
+    }
+    for name, value in extra.items():
+        data[name] = (dims, value, {"units": "model units"})
+    if start is not None:
+        data["start"] = (("sample",), start, {"long_name": "window start index in the trajectory"})
+    coords = {
+        "time": ("time", dt * np.arange(t), {"units": "model time units"}),
+        "component": ("component", np.arange(c)),
+    }
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def write_netcdf(ds: xr.Dataset, path: str | Path) -> None:
+    """Write ``ds`` compressed, atomically: the file appears only once complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    enc = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars}
+    ds.to_netcdf(tmp, encoding=enc, engine="netcdf4")
+    tmp.replace(path)
+
+
+@dataclass
+class Split:
+    """A split loaded as tensors in the model layout ``(sample, component, time)``."""
+
+    x: torch.Tensor
+    y: torch.Tensor  # zero where not observed
+    mask: torch.Tensor
+    attrs: dict
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def to(self, device) -> Split:
+        return Split(self.x.to(device), self.y.to(device), self.mask.to(device), self.attrs)
+
+    def subset(self, idx) -> Split:
+        return Split(self.x[idx], self.y[idx], self.mask[idx], self.attrs)
+
+
+def load_dataset(path: str | Path) -> xr.Dataset:
+    """Open a split file, checking it holds the variables the pipeline needs."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    with xr.open_dataset(path) as ds:
+        ds = ds.load()
+    missing = [v for v in REQUIRED_VARS if v not in ds]
+    if missing:
+        raise ValueError(f"{path}: missing variable(s) {missing}; expected {list(REQUIRED_VARS)}")
+    for v in REQUIRED_VARS:
+        if ds[v].dims != ("sample", "time", "component"):
+            raise ValueError(
+                f"{path}: variable {v!r} has dims {ds[v].dims}, "
+                "expected ('sample', 'time', 'component')"
+            )
+    return ds
+
+
+def load_split(path: str | Path, dtype=torch.float32) -> Split:
+    """Load a split file as tensors, checking that every observed entry is finite."""
+    ds = load_dataset(path)
+    x = ds.x.values
+    y = ds.y.values
+    mask = ds.mask.values.astype(bool)
+    bad = mask & ~np.isfinite(y)
+    if bad.any():
+        s, t, c = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{path}: {int(bad.sum())} observed entries of y are not finite, "
+            f"first at sample={s}, time={t}, component={c}"
+        )
+    if not np.isfinite(x).all():
+        raise ValueError(f"{path}: the truth x holds non-finite values")
+    y = np.where(mask, y, 0.0)
+
+    def to_t(a):
+        return torch.as_tensor(np.ascontiguousarray(a.transpose(0, 2, 1)), dtype=dtype)
+
+    return Split(to_t(x), to_t(y), to_t(mask), dict(ds.attrs))
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Scalar normalisation by the training truth's mean and standard deviation."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> Normalizer:
+        return cls(float(attrs["train_mean"]), float(attrs["train_std"]))
+
+    def encode(self, split: Split) -> Split:
+        """Normalise truth and observations (unobserved entries stay 0)."""
+        return Split(
+            (split.x - self.mean) / self.std,
+            (split.y - self.mean) / self.std * split.mask,
+            split.mask,
+            split.attrs,
+        )
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean
+
+
+def interpolate(y: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor | float) -> torch.Tensor:
+    """Linear interpolation in time of the observations (the solvers' initial state x0).
+
+    ``y`` and ``mask`` have shape ``(batch, component, time)``. Between two observation times the
+    values are interpolated linearly; before the first and after the last they are held constant;
+    series with no observation take ``fill`` (a scalar or one value per component).
+    """
+    b, c, t = y.shape
+    obs = mask > 0
+    idx = torch.arange(t, device=y.device).expand(b, c, t)
+    prev = torch.where(obs, idx, torch.full_like(idx, -1)).cummax(dim=-1).values
+    nxt = torch.where(obs, idx, torch.full_like(idx, t)).flip(-1).cummin(dim=-1).values.flip(-1)
+    has_prev, has_next = prev >= 0, nxt < t
+    y_prev = y.gather(-1, prev.clamp(min=0))
+    y_next = y.gather(-1, nxt.clamp(max=t - 1))
+    span = (nxt - prev).clamp(min=1).to(y.dtype)
+    w = (idx - prev).to(y.dtype) / span
+    x0 = torch.where(
+        has_prev & has_next, y_prev + w * (y_next - y_prev), torch.where(has_prev, y_prev, y_next)
+    )
+    fill = torch.as_tensor(fill, dtype=y.dtype, device=y.device).reshape(-1, 1)
+    fill = fill.expand(c, 1) if fill.numel() == 1 else fill
+    never = ~obs.any(dim=-1, keepdim=True)
+    return torch.where(never, fill.expand(c, t).unsqueeze(0).expand(b, c, t), x0)

@@ -1,0 +1,104 @@
+"""The end-to-end architecture Psi_{Phi,Gamma} of the paper (Figure 1), and its checkpoints.
+
+``FourDVarNet`` composes the variational cost ``U_Phi`` (prior and weights) with a solver
+``Gamma``: observations and mask in, interpolated initial state, ``n_iter`` solver iterations,
+reconstruction out. ``build_model`` assembles one table row from its configuration, and
+``save_checkpoint``/``load_checkpoint`` store weights together with everything needed to rebuild
+the model (experiment, model and data configuration, normalisation, validation metrics).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .config import Experiment, ModelConfig, as_dict, from_dict
+from .cost import VariationalCost
+from .data import Normalizer, interpolate
+from .priors import build_prior, true_prior
+from .solvers import build_solver
+
+
+class FourDVarNet(nn.Module):
+    """``x_hat = Gamma(U_Phi, x0, y, Omega)``, ``x0`` the interpolated observations."""
+
+    def __init__(self, cost: VariationalCost, solver: nn.Module, fill: torch.Tensor):
+        super().__init__()
+        self.cost, self.solver = cost, solver
+        self.register_buffer("fill", torch.as_tensor(fill, dtype=torch.float32))
+
+    @property
+    def prior(self) -> nn.Module:
+        return self.cost.prior
+
+    def initial_state(self, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return interpolate(y, mask, self.fill)
+
+    def forward(self, y, mask, n_iter: int, callback=None) -> torch.Tensor:
+        return self.solver(self.cost, self.initial_state(y, mask), y, mask, n_iter, callback)
+
+
+def build_model(
+    exp: Experiment,
+    dt: float,
+    norm: Normalizer,
+    fill,
+    model: ModelConfig,
+    lambdas=(1.0, 1.0),
+    learn_lambdas: bool = False,
+    fsgd_step: float = 1.0,
+) -> FourDVarNet:
+    """Assemble the row ``exp``: prior, cost weights and solver."""
+    exp.check()
+    if exp.scheme == "none" and exp.prior == "rk4":
+        prior = true_prior(exp.system, dt, norm.mean, norm.std)
+    else:
+        prior = build_prior(exp.prior, exp.system, dt, norm.mean, norm.std, model)
+    cost = VariationalCost(prior, *lambdas, learn_lambdas=learn_lambdas)
+    solver = build_solver(exp.solver, exp.system, model, fsgd_step)
+    return FourDVarNet(cost, solver, fill)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: FourDVarNet,
+    exp: Experiment,
+    model_cfg: ModelConfig,
+    data_attrs: dict,
+    extra: dict,
+) -> None:
+    """Write weights, configuration and metrics atomically: the file appears only when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "experiment": as_dict(exp),
+        "model_config": as_dict(model_cfg),
+        "dt": float(data_attrs["dt"]),
+        "normalizer": {
+            "mean": float(data_attrs["train_mean"]),
+            "std": float(data_attrs["train_std"]),
+        },
+        "fill": model.fill.cpu(),
+        "lambdas": model.cost.lambdas,
+        "package_version": __version__,
+        **extra,
+    }
+    tmp = path.with_name(path.name + ".part")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[FourDVarNet, dict]:
+    """Rebuild the model stored at ``path``; returns ``(model, checkpoint)``."""
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    exp = from_dict(Experiment, ckpt["experiment"], "checkpoint.experiment")
+    model_cfg = from_dict(ModelConfig, ckpt["model_config"], "checkpoint.model_config")
+    norm = Normalizer(**ckpt["normalizer"])
+    model = build_model(exp, ckpt["dt"], norm, ckpt["fill"], model_cfg, ckpt["lambdas"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model, ckpt

@@ -1,0 +1,195 @@
+"""The pipeline stages as plain functions of file paths and config sub-trees.
+
+The Snakemake scripts and the command line both call these, so each stage runs, and is tested,
+without Snakemake. Every output is written atomically: a killed job leaves no file that looks
+complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import (
+    DataConfig,
+    EvalConfig,
+    Experiment,
+    ModelConfig,
+    from_dict,
+    train_config,
+)
+from .data import Normalizer, load_split, make_splits, write_netcdf
+from .evaluate import evaluate
+from .model import build_model, load_checkpoint, save_checkpoint
+from .training import pick_device, seed_everything, train
+
+log = logging.getLogger("fourdvarnet")
+
+
+def setup_logging(path: str | Path | None = None) -> None:
+    """Log to ``path`` (when given) and to stderr, one timestamped line per message."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(path, mode="w"))
+    logging.basicConfig(
+        level=logging.INFO,
+        handlers=handlers,
+        force=True,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(int(threads))
+    log.info("torch uses %d CPU thread(s)", torch.get_num_threads())
+
+
+def parse_row(row: str, system: str, seed: int = 0) -> Experiment:
+    """``'supervised-genn-conv'`` -> Experiment, checked."""
+    parts = row.split("-")
+    if len(parts) != 3:
+        raise ValueError(f"row {row!r} must read scheme-prior-solver, e.g. 'supervised-genn-conv'")
+    exp = Experiment(system, *parts, seed=int(seed))
+    exp.check(f"row {row!r}")
+    return exp
+
+
+def simulate(data_cfg: dict, outputs: dict[str, str | Path]) -> None:
+    """Generate the truth and the observations of every split, one NetCDF file per split."""
+    cfg = from_dict(DataConfig, data_cfg, f"data.{data_cfg.get('system', '?')}")
+    log.info("simulating %s: %d steps of dt=%g", cfg.system, cfg.n_steps, cfg.dt)
+    for split, ds in make_splits(cfg).items():
+        write_netcdf(ds, outputs[split])
+        log.info("wrote %s (%d windows)", outputs[split], ds.sizes["sample"])
+
+
+def _load(path, device=None):
+    split = load_split(path)
+    norm = Normalizer.from_attrs(split.attrs)
+    fill = (
+        np.asarray(split.attrs["train_component_mean"], dtype=np.float32) - norm.mean
+    ) / norm.std
+    return norm.encode(split), norm, torch.as_tensor(fill)
+
+
+def train_row(
+    row: str,
+    system: str,
+    seed: int,
+    train_path,
+    val_path,
+    model_cfg: dict,
+    train_cfg: dict,
+    checkpoint: str | Path,
+    threads: int | None = None,
+) -> dict:
+    """Train one learned table row and write its checkpoint (weights, config, metrics)."""
+    exp = parse_row(row, system, seed)
+    if exp.scheme == "none":
+        raise ValueError(f"row {row!r} has no learning scheme: nothing to train")
+    mcfg = from_dict(ModelConfig, model_cfg, f"model.{system}")
+    tcfg = train_config(train_cfg, f"train.{system}")
+    set_threads(threads)
+    device = pick_device(tcfg.device)
+    log.info("training %s on %s", exp.name, device)
+    seed_everything(exp.seed)
+    train_set, norm, fill = _load(train_path)
+    val_set, _, _ = _load(val_path)
+    dt = float(train_set.attrs["dt"])
+    lambdas = tcfg.unsup_lambdas if exp.scheme == "unsupervised" else (1.0, 1.0)
+    model = build_model(
+        exp,
+        dt,
+        norm,
+        fill,
+        mcfg,
+        lambdas,
+        learn_lambdas=exp.scheme == "supervised" and tcfg.learn_lambdas,
+    )
+    model.to(device)
+    record = train(model, exp, tcfg, train_set.to(device), val_set.to(device), std=norm.std)
+    save_checkpoint(
+        checkpoint,
+        model,
+        exp,
+        mcfg,
+        train_set.attrs,
+        {"train_record": record, "train_config": train_cfg, "device": str(device)},
+    )
+    log.info("wrote %s", checkpoint)
+    return record
+
+
+def evaluate_row(
+    row: str,
+    system: str,
+    seed: int,
+    test_path,
+    model_cfg: dict,
+    eval_cfg: dict,
+    output: str | Path,
+    scores_path: str | Path,
+    checkpoint=None,
+    threads: int | None = None,
+) -> dict:
+    """Score one table row on the test split; writes the reconstructions and the scores."""
+    exp = parse_row(row, system, seed)
+    ecfg = from_dict(EvalConfig, eval_cfg, f"evaluate.{system}")
+    set_threads(threads)
+    device = pick_device(ecfg.device)
+    seed_everything(exp.seed)
+    test, norm, fill = _load(test_path)
+    dt = float(test.attrs["dt"])
+    extra = {}
+    if exp.scheme == "none":
+        if checkpoint:
+            raise ValueError(f"row {row!r} is not learned and takes no checkpoint")
+        mcfg = from_dict(ModelConfig, model_cfg, f"model.{system}")
+        model = build_model(exp, dt, norm, fill, mcfg, ecfg.fsgd.lambdas, fsgd_step=ecfg.fsgd.step)
+    else:
+        if not checkpoint:
+            raise ValueError(f"row {row!r} is learned: evaluation needs its checkpoint")
+        model, ckpt = load_checkpoint(checkpoint)
+        stored = Experiment(**ckpt["experiment"])
+        if (stored.system, stored.scheme, stored.prior, stored.solver) != (
+            exp.system,
+            exp.scheme,
+            exp.prior,
+            exp.solver,
+        ):
+            raise ValueError(f"checkpoint {checkpoint} holds {stored.name}, not {exp.name}")
+        record = ckpt["train_record"]
+        extra = {"val_r_score": record["val_r_score"], "best_epoch": record["best_epoch"]}
+    log.info("evaluating %s on %s", exp.name, device)
+    ds, scores = evaluate(
+        model, exp, test, norm, dt, ecfg, device, {"checkpoint": str(checkpoint or ""), **extra}
+    )
+    scores.update(
+        extra,
+        experiment=exp.name,
+        system=system,
+        scheme=exp.scheme,
+        prior=exp.prior,
+        solver=exp.solver,
+        seed=exp.seed,
+        device=str(device),
+    )
+    write_netcdf(ds, output)
+    _write_json(scores, scores_path)
+    return scores
+
+
+def _write_json(obj, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,70 @@
+"""Tables 1-2: our scores (mean and standard deviation over seeds) beside the paper's numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+#: The paper's Tables 1 (Lorenz-63) and 2 (Lorenz-96), preprint of July 2020:
+#: row -> (R-score, 4DVar-score, ODE-score as printed). NaN where the paper gives no number.
+PAPER = {
+    "l63": {
+        "none-rk4-fsgd": (3.55, 7.70e-3, "<1e-4"),
+        "unsupervised-rk4-conv": (3.52, 1.07e-2, "<1e-4"),
+        "unsupervised-rk4-lstm": (4.52, 1.40e-2, "<1e-4"),
+        "unsupervised-genn-conv": (7.05, 29.85, "2.0e-4"),
+        "unsupervised-genn-lstm": (math.nan, math.nan, "2.0e-4"),
+        "supervised-rk4-conv": (2.82, 9.24e-2, "<1e-4"),
+        "supervised-rk4-lstm": (4.00, 9.36e-2, "<1e-4"),
+        "supervised-genn-conv": (1.34, 1.10e-1, "0.16"),
+        "supervised-genn-lstm": (1.62, 1.27e-1, "0.14"),
+    },
+    "l96": {
+        "none-rk4-fsgd": (1.06, 1.47e-2, "<1e-4"),
+        "unsupervised-rk4-conv": (1.00, 1.66e-2, "<1e-4"),
+        "unsupervised-rk4-lstm": (1.32, 1.91e-2, "<1e-4"),
+        "supervised-rk4-conv": (0.82, 2.12e-2, "<1e-4"),
+        "supervised-rk4-lstm": (0.97, 3.15e-2, "<1e-4"),
+        "supervised-genn-conv": (0.49, 7.47e-2, "0.122"),
+        "supervised-genn-lstm": (0.38, 5.30e-2, "0.072"),
+    },
+}
+
+SCORES = ("r_score", "fourdvar_score", "ode_score", "r_score_observed", "r_score_unobserved")
+
+
+def make_table(score_files: list[str | Path], system: str) -> pd.DataFrame:
+    """One line per row (scheme-prior-solver): mean and std over seeds, and the paper's numbers."""
+    recs = [json.loads(Path(f).read_text()) for f in score_files]
+    if not recs:
+        raise ValueError("no score files given")
+    df = pd.DataFrame(recs)
+    wrong = sorted(set(df["system"]) - {system})
+    if wrong:
+        raise ValueError(f"score files of system(s) {wrong} given for the {system} table")
+    df["row"] = df["scheme"] + "-" + df["prior"] + "-" + df["solver"]
+    agg = {"n_seeds": ("seed", "nunique")}
+    for s in SCORES:
+        agg[f"{s}_mean"] = (s, "mean")
+        agg[f"{s}_std"] = (s, lambda v: float(v.std(ddof=0)))
+    if "val_r_score" in df:
+        agg["val_r_score_mean"] = ("val_r_score", "mean")
+    table = df.groupby(["row", "scheme", "prior", "solver"], sort=False).agg(**agg).reset_index()
+    paper = PAPER.get(system, {})
+    table["paper_r_score"] = [paper.get(r, (math.nan,) * 3)[0] for r in table["row"]]
+    table["paper_fourdvar_score"] = [paper.get(r, (math.nan,) * 3)[1] for r in table["row"]]
+    table["paper_ode_score"] = [paper.get(r, (None, None, ""))[2] for r in table["row"]]
+    order = {r: i for i, r in enumerate(paper)}
+    table = table.sort_values("row", key=lambda s: s.map(lambda r: order.get(r, len(order))))
+    return table.reset_index(drop=True)
+
+
+def write_table(score_files, system: str, out: str | Path) -> pd.DataFrame:
+    table = make_table(list(score_files), system)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False, float_format="%.4g")
+    return table

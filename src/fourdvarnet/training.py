@@ -1,0 +1,201 @@
+"""Training of one table row (paper Section 3.4, SPEC section 5).
+
+* unsupervised: loss = U_Phi(x_hat, y, Omega) with fixed weights; only the solver learns (the
+  prior is the true-parameter ODE, or a GENN pre-trained on one-step prediction and then frozen);
+* supervised: loss = MSE(x_hat, x) + w (|x_hat - Phi(x_hat)|^2 + |x - Phi(x)|^2); prior, solver
+  and cost weights learn jointly, the prior at a fraction of the solver's learning rate.
+
+The number of solver iterations and the learning rate follow a schedule of stages. After each
+epoch the model is scored on the validation split with the test-time iteration count (R-score
+for supervised rows, U_Phi for unsupervised ones, which never see the truth) and the best weights
+are kept: model selection never looks at the test split.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+
+import torch
+from torch import nn
+
+from .config import Experiment, TrainConfig
+from .cost import prior_term
+from .data import Split
+from .model import FourDVarNet
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became non-finite."""
+
+
+def pick_device(pref: str = "auto") -> torch.device:
+    """``cuda`` when asked for or available (``auto``), else ``cpu``; says which in the log."""
+    if pref == "auto":
+        pref = "cuda" if torch.cuda.is_available() else "cpu"
+        if pref == "cpu":
+            log.info("CUDA is not available: running on the CPU")
+    if pref.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {pref!r} requested but CUDA is not available")
+    return torch.device(pref)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's global generator (weight initialisation); data use their own generators."""
+    torch.manual_seed(seed)
+
+
+def batches(n: int, size: int, gen: torch.Generator | None):
+    order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+    return [order[i : i + size] for i in range(0, n, size)]
+
+
+def pretrain_prior(
+    prior: nn.Module, x: torch.Tensor, epochs: int, lr: float, batch_size: int, gen: torch.Generator
+) -> list[float]:
+    """Fit ``prior`` to the truth by one-step prediction, loss |x - Phi(x)|^2; returns losses."""
+    opt = torch.optim.Adam(prior.parameters(), lr=lr)
+    history = []
+    for epoch in range(epochs):
+        total = 0.0
+        for b, idx in enumerate(batches(len(x), batch_size, gen)):
+            loss = prior_term(x[idx], prior).mean()
+            check_finite(loss, f"prior pre-training epoch {epoch}", b)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        history.append(total / len(x))
+        log.info("pretrain epoch %d/%d: one-step loss %.4g", epoch + 1, epochs, history[-1])
+    return history
+
+
+def check_finite(loss: torch.Tensor, where: str, batch: int) -> None:
+    if not torch.isfinite(loss).all():
+        raise TrainingDiverged(
+            f"non-finite training loss ({float(loss)}) at {where}, batch {batch}"
+        )
+
+
+def training_loss(model: FourDVarNet, scheme: str, x_hat, x, y, mask, prior_weight: float):
+    if scheme == "unsupervised":
+        return model.cost(x_hat, y, mask).mean()
+    prior = model.prior
+    return ((x_hat - x) ** 2).mean() + prior_weight * (
+        prior_term(x_hat, prior).mean() + prior_term(x, prior).mean()
+    )
+
+
+@torch.no_grad()
+def validate(
+    model: FourDVarNet, scheme: str, val: Split, n_iter: int, batch_size: int
+) -> dict[str, float]:
+    """Validation R-score and cost (normalised units), with the solver run ``n_iter`` times."""
+    model.eval()
+    r = u = 0.0
+    for idx in batches(len(val), batch_size, None):
+        b = val.subset(idx)
+        x_hat = model(b.y, b.mask, n_iter)
+        r += float(((x_hat - b.x) ** 2).mean(dim=(1, 2)).sum())
+        u += float(model.cost(x_hat, b.y, b.mask).sum())
+    model.train()
+    out = {"val_r": r / len(val), "val_u": u / len(val)}
+    out["val_metric"] = out["val_u"] if scheme == "unsupervised" else out["val_r"]
+    return out
+
+
+def stage_at(cfg: TrainConfig, epoch: int):
+    return [s for s in cfg.schedule if s.epoch <= epoch][-1]
+
+
+def train(
+    model: FourDVarNet,
+    exp: Experiment,
+    cfg: TrainConfig,
+    train_set: Split,
+    val_set: Split,
+    std: float = 1.0,
+    progress: bool = True,
+) -> dict:
+    """Train ``model`` in place for row ``exp``; leaves it holding the best validation weights.
+
+    Returns the training record: per-epoch history, the best epoch and its validation metrics
+    (R-scores in physical units through ``std``).
+    """
+    exp.check()
+    gen = torch.Generator().manual_seed(exp.seed)
+    record: dict = {"history": [], "pretrain": []}
+    if exp.prior == "genn" and cfg.pretrain_epochs > 0:
+        record["pretrain"] = pretrain_prior(
+            model.prior, train_set.x, cfg.pretrain_epochs, cfg.pretrain_lr, cfg.batch_size, gen
+        )
+    if exp.scheme == "unsupervised":
+        model.prior.requires_grad_(False)
+    groups = [{"params": list(model.solver.parameters()), "scale": 1.0}]
+    if exp.scheme == "supervised":
+        groups.append(
+            {
+                "params": [p for p in model.prior.parameters() if p.requires_grad],
+                "scale": cfg.prior_lr_factor,
+            }
+        )
+        groups.append(
+            {
+                "params": [p for p in (model.cost.a_obs, model.cost.a_prior) if p.requires_grad],
+                "scale": 1.0,
+            }
+        )
+    groups = [g for g in groups if g["params"]]
+    opt = torch.optim.Adam([{"params": g["params"]} for g in groups], lr=cfg.schedule[0].lr)
+    best = {"val_metric": math.inf, "epoch": -1}
+    best_state = copy.deepcopy(model.state_dict())
+    for epoch in range(cfg.epochs):
+        stage = stage_at(cfg, epoch)
+        for group, spec in zip(opt.param_groups, groups):
+            group["lr"] = stage.lr * spec["scale"]
+        t0, total = time.perf_counter(), 0.0
+        for b, idx in enumerate(batches(len(train_set), cfg.batch_size, gen)):
+            batch = train_set.subset(idx)
+            x_hat = model(batch.y, batch.mask, stage.n_iter)
+            loss = training_loss(
+                model, exp.scheme, x_hat, batch.x, batch.y, batch.mask, cfg.prior_weight
+            )
+            check_finite(loss, f"epoch {epoch}", b)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        val = validate(model, exp.scheme, val_set, cfg.val_n_iter, max(cfg.batch_size, 256))
+        entry = {
+            "epoch": epoch,
+            "n_iter": stage.n_iter,
+            "lr": stage.lr,
+            "loss": total / len(train_set),
+            "seconds": time.perf_counter() - t0,
+            **val,
+        }
+        record["history"].append(entry)
+        if val["val_metric"] < best["val_metric"]:
+            best = {"val_metric": val["val_metric"], "epoch": epoch}
+            best_state = copy.deepcopy(model.state_dict())
+        msg = (
+            f"epoch {epoch + 1}/{cfg.epochs} iter {stage.n_iter} lr {stage.lr:.0e} "
+            f"loss {entry['loss']:.4g} val R-score {val['val_r'] * std**2:.4g} "
+            f"val U {val['val_u']:.4g} ({entry['seconds']:.1f}s)"
+        )
+        if progress:
+            log.info(msg)
+    model.load_state_dict(best_state)
+    final = validate(model, exp.scheme, val_set, cfg.val_n_iter, max(cfg.batch_size, 256))
+    record.update(
+        best_epoch=best["epoch"],
+        val_r_score=final["val_r"] * std**2,
+        val_u=final["val_u"],
+        lambdas=model.cost.lambdas,
+    )
+    log.info("best epoch %d: validation R-score %.4g", best["epoch"] + 1, record["val_r_score"])
+    return record
