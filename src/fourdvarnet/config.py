@@ -157,7 +157,8 @@ class ModelConfig:
     conv_widths: list[int] = field(default_factory=lambda: [8, 16])  # aG-Conv, x channels
     kernel: int = 3  # kernel of the solver convolutions
     bound: float = 5.0  # aG-Conv update bounded by bound * atan(z / bound)
-    grad_norm: str = "initial"  # gradient RMS normalisation: initial, every, none
+    grad_norm: str = "every"  # gradient RMS normalisation: every iteration, initial, none
+    init_step: float = 0.05  # initial scale of the learned solvers' output layers
 
     def check(self, where: str) -> None:
         _check(

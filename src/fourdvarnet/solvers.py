@@ -39,7 +39,7 @@ def rms(g: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 class Solver(nn.Module):
     """Base of the gradient-based solvers: the unrolled loop and the gradient normalisation."""
 
-    def __init__(self, grad_norm: str = "initial"):
+    def __init__(self, grad_norm: str = "every"):
         super().__init__()
         if grad_norm not in ("initial", "every", "none"):
             raise ValueError(f"unknown grad_norm {grad_norm!r}; expected initial, every or none")
@@ -117,13 +117,16 @@ class LSTMSolver(Solver):
         channels: int,
         hidden_factor: int = 5,
         kernel: int = 3,
-        grad_norm: str = "initial",
+        grad_norm: str = "every",
+        init_step: float = 0.05,
     ):
         super().__init__(grad_norm)
         self.dims = dims
         cin = channels if dims == 1 else 1
         self.cell = ConvLSTMCell(dims, cin, hidden_factor * cin, kernel)
         self.out = pointwise(dims, hidden_factor * cin, cin)
+        with torch.no_grad():  # start with small steps
+            self.out.weight.mul_(init_step)
 
     def init_state(self, x0):
         h = to_image(x0, self.dims)
@@ -150,7 +153,8 @@ class ConvSolver(Solver):
         widths=(8, 16),
         kernel: int = 3,
         bound: float = 5.0,
-        grad_norm: str = "initial",
+        grad_norm: str = "every",
+        init_step: float = 0.05,
     ):
         super().__init__(grad_norm)
         self.dims, self.bound = dims, float(bound)
@@ -162,8 +166,9 @@ class ConvSolver(Solver):
         self.net = nn.Sequential(*layers[:-1])
         self.mix = pointwise(dims, cin, cin)
         self.out = pointwise(dims, cin, cin)
-        with torch.no_grad():
-            self.out.weight.copy_(torch.eye(cin).reshape(self.out.weight.shape))
+        with torch.no_grad():  # start as normalised gradient descent with a small step
+            self.mix.weight.zero_()
+            self.out.weight.copy_(init_step * torch.eye(cin).reshape(self.out.weight.shape))
 
     def init_state(self, x0):
         return torch.zeros_like(to_image(x0, self.dims))
@@ -198,10 +203,18 @@ def build_solver(
     if name == "fsgd":
         return FSGD(fsgd_step)
     if name == "lstm":
-        return LSTMSolver(dims, channels, model.lstm_hidden, model.kernel, model.grad_norm)
+        return LSTMSolver(
+            dims, channels, model.lstm_hidden, model.kernel, model.grad_norm, model.init_step
+        )
     if name == "conv":
         return ConvSolver(
-            dims, channels, model.conv_widths, model.kernel, model.bound, model.grad_norm
+            dims,
+            channels,
+            model.conv_widths,
+            model.kernel,
+            model.bound,
+            model.grad_norm,
+            model.init_step,
         )
     if name == "fixed_point":
         return FixedPointSolver()
