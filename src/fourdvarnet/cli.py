@@ -71,13 +71,14 @@ def main(argv: list[str] | None = None) -> None:
     system = args.system
     if system not in cfg["data"]:
         ap.error(f"--system {system!r}: the config defines {sorted(cfg['data'])}")
-    data_dir = Path(args.data_dir)
     if args.stage == "simulate":
         pipeline.simulate(
             cfg["data"][system],
             {sp: Path(args.out_dir) / f"{system}_{sp}.nc" for sp in ("train", "val", "test")},
         )
-    elif args.stage == "train":
+        return
+    data_dir = Path(args.data_dir)  # train and evaluate only: simulate has no --data-dir
+    if args.stage == "train":
         pipeline.train_row(
             args.row,
             system,

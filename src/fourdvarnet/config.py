@@ -262,18 +262,11 @@ class EvalConfig:
     batch_size: int = 500
     fsgd: FsgdConfig = field(default_factory=FsgdConfig)
     fixed_point_iter: int = 100
-    pathway_samples: int = 100  # test sequences on which the energy pathway is traced
     device: str = "auto"
 
     def check(self, where: str) -> None:
         _check(self.n_iter >= 1, f"{where}.n_iter", self.n_iter, "must be >= 1")
         _check(self.batch_size >= 1, f"{where}.batch_size", self.batch_size, "must be >= 1")
-        _check(
-            self.pathway_samples >= 1,
-            f"{where}.pathway_samples",
-            self.pathway_samples,
-            "must be >= 1",
-        )
 
 
 @dataclass

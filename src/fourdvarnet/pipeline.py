@@ -33,14 +33,15 @@ log = logging.getLogger("fourdvarnet")
 
 
 def setup_logging(path: str | Path | None = None) -> None:
-    """Log to ``path`` (when given) and to stderr, one timestamped line per message."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    """Log one timestamped line per message to ``path`` when given (a job's log), else stderr."""
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(path, mode="w"))
+        handler: logging.Handler = logging.FileHandler(path, mode="w")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     logging.basicConfig(
         level=logging.INFO,
-        handlers=handlers,
+        handlers=[handler],
         force=True,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )

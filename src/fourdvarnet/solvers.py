@@ -51,6 +51,25 @@ class Solver(nn.Module):
     def update(self, x: torch.Tensor, g: torch.Tensor, state):
         raise NotImplementedError
 
+    def iterate(self, cost: nn.Module, x, y, mask, state, norm):
+        """One iteration: gradient of U_Phi at ``x``, normalised, then the update.
+
+        Returns ``(x, state, norm)``; ``norm`` is the gradient RMS in use (None before the
+        first iteration). With gradients enabled the step stays differentiable (double backward).
+        """
+        train = torch.is_grad_enabled()
+        with torch.enable_grad():
+            if not x.requires_grad:
+                x = x.requires_grad_(True)
+            u = cost(x, y, mask).sum()
+            (g,) = torch.autograd.grad(u, x, create_graph=train)
+        if self.grad_norm == "every" or (self.grad_norm == "initial" and norm is None):
+            norm = rms(g)
+        if self.grad_norm != "none":
+            g = g / norm
+        x, state = self.update(x if train else x.detach(), g, state)
+        return x, state, norm
+
     def forward(
         self,
         cost: nn.Module,
@@ -62,21 +81,10 @@ class Solver(nn.Module):
     ) -> torch.Tensor:
         if n_iter < 0:
             raise ValueError(f"n_iter must be >= 0, got {n_iter}")
-        train = torch.is_grad_enabled()
         x = x0.detach()
-        state = self.init_state(x)
-        norm = None
+        state, norm = self.init_state(x), None
         for k in range(n_iter):
-            with torch.enable_grad():
-                if not x.requires_grad:
-                    x = x.requires_grad_(True)
-                u = cost(x, y, mask).sum()
-                (g,) = torch.autograd.grad(u, x, create_graph=train)
-            if self.grad_norm == "every" or (self.grad_norm == "initial" and norm is None):
-                norm = rms(g)
-            if self.grad_norm != "none":
-                g = g / norm
-            x, state = self.update(x if train else x.detach(), g, state)
+            x, state, norm = self.iterate(cost, x, y, mask, state, norm)
             if callback is not None:
                 callback(k + 1, x.detach())
         return x
@@ -130,8 +138,8 @@ class LSTMSolver(Solver):
 
     def init_state(self, x0):
         h = to_image(x0, self.dims)
-        zeros = h.new_zeros(h.shape[0], self.cell.hidden, *h.shape[2:])
-        return zeros, zeros
+        shape = (h.shape[0], self.cell.hidden, *h.shape[2:])
+        return h.new_zeros(shape), h.new_zeros(shape)
 
     def update(self, x, g, state):
         h, c = self.cell(to_image(g, self.dims), *state)

@@ -62,8 +62,10 @@ def make_table(score_files: list[str | Path], system: str) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def write_table(score_files, system: str, out: str | Path) -> pd.DataFrame:
+def write_table(score_files, system: str, out: str | Path, preset: str = "") -> pd.DataFrame:
+    """Write the table of ``system`` as CSV; ``preset`` names the preset it comes from."""
     table = make_table(list(score_files), system)
+    table.insert(0, "preset", preset)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False, float_format="%.4g")

@@ -24,7 +24,9 @@ from torch import nn
 from .config import Experiment, TrainConfig
 from .cost import prior_term
 from .data import Split
+from .fast import FastSolve, GraphedTrainStep, graphs_available
 from .model import FourDVarNet
+from .solvers import Solver
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def batches(n: int, size: int, gen: torch.Generator | None):
+def batches(n: int, size: int, gen: torch.Generator | None, drop_last: bool = False):
+    """Index batches of ``range(n)``, shuffled by ``gen`` (in order without it).
+
+    With ``drop_last`` every batch has the same size (the rest of a shuffled epoch is left out;
+    a set smaller than ``size`` is one batch), as CUDA graphs need static shapes.
+    """
     order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
-    return [order[i : i + size] for i in range(0, n, size)]
+    stop = n - n % size if drop_last and n > size else n
+    return [order[i : min(i + size, stop)] for i in range(0, stop, size)]
 
 
 def pretrain_prior(
@@ -61,23 +69,27 @@ def pretrain_prior(
     opt = torch.optim.Adam(prior.parameters(), lr=lr)
     history = []
     for epoch in range(epochs):
-        total = 0.0
-        for b, idx in enumerate(batches(len(x), batch_size, gen)):
+        losses = []
+        for idx in batches(len(x), batch_size, gen):
             loss = prior_term(x[idx], prior).mean()
-            check_finite(loss, f"prior pre-training epoch {epoch}", b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
-        history.append(total / len(x))
+            losses.append(loss.detach() * len(idx))
+        losses = torch.stack(losses)
+        check_finite(losses, f"prior pre-training epoch {epoch}")
+        history.append(float(losses.sum()) / len(x))
         log.info("pretrain epoch %d/%d: one-step loss %.4g", epoch + 1, epochs, history[-1])
     return history
 
 
-def check_finite(loss: torch.Tensor, where: str, batch: int) -> None:
-    if not torch.isfinite(loss).all():
+def check_finite(losses: torch.Tensor, where: str) -> None:
+    """Raise naming the first batch whose loss is not finite (one host sync per call)."""
+    bad = ~torch.isfinite(losses)
+    if bool(bad.any()):
+        b = int(bad.nonzero()[0, 0])
         raise TrainingDiverged(
-            f"non-finite training loss ({float(loss)}) at {where}, batch {batch}"
+            f"non-finite training loss ({float(losses[b])}) at {where}, batch {b}"
         )
 
 
@@ -92,14 +104,18 @@ def training_loss(model: FourDVarNet, scheme: str, x_hat, x, y, mask, prior_weig
 
 @torch.no_grad()
 def validate(
-    model: FourDVarNet, scheme: str, val: Split, n_iter: int, batch_size: int
+    model: FourDVarNet, scheme: str, val: Split, n_iter: int, batch_size: int, solve=None
 ) -> dict[str, float]:
-    """Validation R-score and cost (normalised units), with the solver run ``n_iter`` times."""
+    """Validation R-score and cost (normalised units), with the solver run ``n_iter`` times.
+
+    ``solve(y, mask, n_iter)`` replaces ``model(y, mask, n_iter)`` (the fast path).
+    """
     model.eval()
+    solve = solve or model
     r = u = 0.0
     for idx in batches(len(val), batch_size, None):
         b = val.subset(idx)
-        x_hat = model(b.y, b.mask, n_iter)
+        x_hat = solve(b.y, b.mask, n_iter)
         r += float(((x_hat - b.x) ** 2).mean(dim=(1, 2)).sum())
         u += float(model.cost(x_hat, b.y, b.mask).sum())
     model.train()
@@ -120,11 +136,13 @@ def train(
     val_set: Split,
     std: float = 1.0,
     progress: bool = True,
+    fast: bool = True,
 ) -> dict:
     """Train ``model`` in place for row ``exp``; leaves it holding the best validation weights.
 
     Returns the training record: per-epoch history, the best epoch and its validation metrics
-    (R-scores in physical units through ``std``).
+    (R-scores in physical units through ``std``). With ``fast`` on a CUDA device the training
+    steps and the validation solves replay CUDA graphs (``fourdvarnet.fast``).
     """
     exp.check()
     gen = torch.Generator().manual_seed(exp.seed)
@@ -150,31 +168,49 @@ def train(
             }
         )
     groups = [g for g in groups if g["params"]]
-    opt = torch.optim.Adam([{"params": g["params"]} for g in groups], lr=cfg.schedule[0].lr)
+    device = train_set.x.device
+    graphs = fast and graphs_available(device) and isinstance(model.solver, Solver)
+    opt = torch.optim.Adam(
+        [{"params": g["params"]} for g in groups], lr=cfg.schedule[0].lr, capturable=graphs
+    )
+    solve = FastSolve(model) if graphs else None
     best = {"val_metric": math.inf, "epoch": -1}
     best_state = copy.deepcopy(model.state_dict())
+    step, step_key = None, None
+    val_batch = max(cfg.batch_size, 256)
     for epoch in range(cfg.epochs):
         stage = stage_at(cfg, epoch)
         for group, spec in zip(opt.param_groups, groups):
             group["lr"] = stage.lr * spec["scale"]
-        t0, total = time.perf_counter(), 0.0
-        for b, idx in enumerate(batches(len(train_set), cfg.batch_size, gen)):
+
+        def loss_fn(x, y, mask, n_iter=stage.n_iter):
+            x_hat = model(y, mask, n_iter)
+            return training_loss(model, exp.scheme, x_hat, x, y, mask, cfg.prior_weight)
+
+        epoch_batches = batches(len(train_set), cfg.batch_size, gen, drop_last=True)
+        if graphs and step_key != (stage.n_iter, stage.lr):
+            first = train_set.subset(epoch_batches[0])
+            step = GraphedTrainStep(loss_fn, opt, (first.x, first.y, first.mask))
+            step_key = (stage.n_iter, stage.lr)
+        t0, losses = time.perf_counter(), []
+        for idx in epoch_batches:
             batch = train_set.subset(idx)
-            x_hat = model(batch.y, batch.mask, stage.n_iter)
-            loss = training_loss(
-                model, exp.scheme, x_hat, batch.x, batch.y, batch.mask, cfg.prior_weight
-            )
-            check_finite(loss, f"epoch {epoch}", b)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        val = validate(model, exp.scheme, val_set, cfg.val_n_iter, max(cfg.batch_size, 256))
+            if graphs:
+                loss = step(batch.x, batch.y, batch.mask)
+            else:
+                loss = loss_fn(batch.x, batch.y, batch.mask)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            losses.append(loss.detach())
+        losses = torch.stack(losses)
+        check_finite(losses, f"epoch {epoch}")
+        val = validate(model, exp.scheme, val_set, cfg.val_n_iter, val_batch, solve)
         entry = {
             "epoch": epoch,
             "n_iter": stage.n_iter,
             "lr": stage.lr,
-            "loss": total / len(train_set),
+            "loss": float(losses.mean()),
             "seconds": time.perf_counter() - t0,
             **val,
         }
@@ -190,7 +226,7 @@ def train(
         if progress:
             log.info(msg)
     model.load_state_dict(best_state)
-    final = validate(model, exp.scheme, val_set, cfg.val_n_iter, max(cfg.batch_size, 256))
+    final = validate(model, exp.scheme, val_set, cfg.val_n_iter, val_batch, solve)
     record.update(
         best_epoch=best["epoch"],
         val_r_score=final["val_r"] * std**2,

@@ -1,0 +1,129 @@
+"""Figures 2-4 render from evaluation files (synthetic ones, in the pipeline's format)."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import xarray as xr
+
+from fourdvarnet import figures
+from fourdvarnet.data import to_dataset, write_netcdf
+from fourdvarnet.evaluate import record_iterations
+
+ROWS = {  # label -> (scheme, prior, solver, error scale)
+    "FSGD": ("none", "rk4", "fsgd", 1.0),
+    "unsupervised RK4": ("unsupervised", "rk4", "conv", 0.7),
+    "supervised RK4": ("supervised", "rk4", "conv", 0.5),
+    "supervised GENN": ("supervised", "genn", "conv", 0.4),
+}
+
+
+def _write_eval(path, system, truth, every, row):
+    """An evaluation file as ``evaluate`` writes it, with a made-up reconstruction."""
+    scheme, prior, solver, scale = row
+    rng = np.random.default_rng(0)
+    mask = np.zeros(truth.shape, dtype=np.int8)
+    mask[:, ::every, 0 if system == "l63" else slice(None, None, 2)] = 1
+    y = np.where(mask > 0, truth + rng.normal(0, 1.4, truth.shape), np.nan).astype(np.float32)
+    x_hat = (truth + rng.normal(0, scale, truth.shape)).astype(np.float32)
+    iters = record_iterations(3000 if solver == "fsgd" else 20, log_spaced=solver == "fsgd")
+    decay = 1 + 9 * np.exp(-iters / (500 if solver == "fsgd" else 3))
+    attrs = {
+        "experiment": f"{system}/{scheme}-{prior}-{solver}/seed0",
+        "system": system,
+        "scheme": scheme,
+        "prior": prior,
+        "solver": solver,
+        "seed": 0,
+        "scores": json.dumps({"r_score": scale**2, "fourdvar_score": 0.1}),
+    }
+    dt = 0.01 if system == "l63" else 0.05
+    ds = to_dataset(truth, y, mask, dt, attrs, x_hat=x_hat)
+    ds = ds.assign_coords(iteration=("iteration", iters))
+    ds["pathway_r_score"] = ("iteration", scale**2 * decay)
+    ds["pathway_fourdvar_score"] = ("iteration", 0.1 * decay)
+    write_netcdf(ds, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def evals(tmp_path_factory):
+    """Tiny L63 (6 sequences, 3 components) and L96 (4 sequences, 12 components) files."""
+    root = tmp_path_factory.mktemp("evals")
+    t = np.arange(80)[None, :, None]
+    out = {}
+    for system, n, n_comp, every in (("l63", 6, 3, 8), ("l96", 4, 12, 4)):
+        phase = np.arange(n)[:, None, None] + np.arange(n_comp)[None, None, :]
+        truth = (8 * np.sin(0.1 * t + phase)).astype(np.float32)
+        out[system] = {
+            label: _write_eval(root / f"{system}-{i}.nc", system, truth, every, row)
+            for i, (label, row) in enumerate(ROWS.items())
+        }
+    return out
+
+
+def _check_outputs(pdf, png):
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF") and len(data) > 10_000
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    img = mpimg.imread(png)
+    assert img.ndim == 3 and img.shape[2] in (3, 4)
+    assert min(img.shape[:2]) >= 600
+    rgb = img[..., :3].reshape(-1, 3)
+    assert rgb.std(axis=0).max() > 0.05  # not blank
+    assert len(np.unique(rgb[::7], axis=0)) > 50  # lines, text and colour maps, not one colour
+    return img
+
+
+def test_fig2(evals, tmp_path):
+    pdf, png = tmp_path / "fig2.pdf", tmp_path / "sub" / "fig2.png"
+    figures.fig2(evals["l63"], pdf, png, preset="ci")
+    img = _check_outputs(pdf, png)
+    assert img.shape[1] > img.shape[0]  # landscape: pathways above, three pdfs below
+
+
+def test_fig3(evals, tmp_path):
+    rows = {k: evals["l63"][k] for k in ("supervised RK4", "supervised GENN")}
+    figures.fig3(rows, tmp_path / "fig3.pdf", tmp_path / "fig3.png", preset="ci")
+    _check_outputs(tmp_path / "fig3.pdf", tmp_path / "fig3.png")
+    # deterministic: the same inputs give the same image
+    figures.fig3(rows, tmp_path / "again.pdf", tmp_path / "again.png", preset="ci")
+    assert (tmp_path / "again.png").read_bytes() == (tmp_path / "fig3.png").read_bytes()
+
+
+def test_fig3_more_examples_than_sequences(evals, tmp_path):
+    figures.fig3(evals["l63"], tmp_path / "f.pdf", tmp_path / "f.png", n_examples=10)
+    _check_outputs(tmp_path / "f.pdf", tmp_path / "f.png")
+
+
+def test_fig4(evals, tmp_path):
+    figures.fig4(evals["l96"], tmp_path / "fig4.pdf", tmp_path / "fig4.png", preset="ci")
+    _check_outputs(tmp_path / "fig4.pdf", tmp_path / "fig4.png")
+
+
+def test_example_indices():
+    assert figures.example_indices(2000, 4).tolist() == [0, 666, 1333, 1999]
+    assert figures.example_indices(3, 4).tolist() == [0, 1, 2]
+
+
+def test_missing_file_names_row_and_path(evals, tmp_path):
+    missing = tmp_path / "nowhere" / "eval.nc"
+    rows = {**evals["l63"], "GENN": missing}
+    with pytest.raises(FileNotFoundError, match=r"'GENN'.*nowhere"):
+        figures.fig2(rows, tmp_path / "x.pdf", tmp_path / "x.png")
+    assert not (tmp_path / "x.pdf").exists()
+
+
+def test_bad_inputs(evals, tmp_path):
+    with pytest.raises(ValueError, match="at least one"):
+        figures.fig3({}, tmp_path / "x.pdf", tmp_path / "x.png")
+    mixed = {"l63": evals["l63"]["FSGD"], "l96": evals["l96"]["FSGD"]}
+    with pytest.raises(ValueError, match="same test split"):
+        figures.fig2(mixed, tmp_path / "x.pdf", tmp_path / "x.png")
+    with xr.open_dataset(evals["l63"]["FSGD"]) as ds:
+        ds.drop_vars("x_hat").to_netcdf(tmp_path / "no_xhat.nc")
+    with pytest.raises(ValueError, match=r"no_xhat.nc.*x_hat"):
+        figures.fig2({"FSGD": tmp_path / "no_xhat.nc"}, tmp_path / "x.pdf", tmp_path / "x.png")

@@ -1,0 +1,160 @@
+"""Scores of Tables 1-2 against hand computations, and the table assembly."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fourdvarnet.metrics import Scorer, r_score
+from fourdvarnet.tables import PAPER, make_table, write_table
+
+
+class Zero(nn.Module):
+    def forward(self, x):
+        return torch.zeros_like(x)
+
+
+# One sequence, 2 components, 3 time steps (normalised units), std = 2.
+X = torch.tensor([[[1.0, 1.0, 1.0], [0.0, 2.0, 0.0]]])
+X_HAT = torch.tensor([[[2.0, 1.0, 0.0], [2.0, 2.0, 0.0]]])  # errors [[1, 0, -1], [2, 0, 0]]
+MASK = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+Y = torch.tensor([[[1.0, 3.0, 0.0], [0.0, 0.0, 2.0]]])
+
+
+def test_r_score_hand():
+    # squared errors [[1, 0, 1], [4, 0, 0]]: mean 1, times std^2 = 4
+    assert r_score(X_HAT, X, std=2.0) == pytest.approx(4.0)
+    assert r_score(X_HAT, X) == pytest.approx(1.0)
+    # on the masked entries: 1 + 0 + 0 over 3, times 4
+    assert r_score(X_HAT, X, std=2.0, where=MASK) == pytest.approx(4.0 / 3.0)
+    assert r_score(X_HAT, X, std=2.0, where=1 - MASK) == pytest.approx(20.0 / 3.0)
+    assert math.isnan(r_score(X_HAT, X, where=torch.zeros_like(MASK)))
+
+
+def test_scorer_hand():
+    scorer = Scorer(Zero(), Zero(), std=2.0, lambdas=(0.5, 2.0))
+    scorer.add(X_HAT, X, Y, MASK)
+    res = scorer.result()
+    assert res["r_score"] == pytest.approx(4.0)
+    assert res["r_score_observed"] == pytest.approx(4.0 / 3.0)  # errors 1, 0, 0 observed
+    assert res["r_score_unobserved"] == pytest.approx(20.0 / 3.0)  # errors 1, 4, 0
+    # 4DVar: observed misfits x_hat - y = 1, -2, -2 -> mean 3; prior (Phi = 0): mean x_hat^2 =
+    # (4 + 1 + 0 + 4 + 4 + 0) / 6 = 13/6; U = 0.5 * 3 + 2 * 13/6 = 35/6, times std^2 = 70/3
+    assert res["fourdvar_score"] == pytest.approx(70.0 / 3.0)
+    # ODE: the row's prior on the truth, mean x^2 = 7/6, times 4
+    assert res["ode_score"] == pytest.approx(14.0 / 3.0)
+
+
+def test_scorer_accumulates_batches():
+    gen = torch.Generator().manual_seed(0)
+    x, x_hat, y = (torch.randn(5, 3, 8, generator=gen) for _ in range(3))
+    mask = (torch.rand(5, 3, 8, generator=gen) < 0.4).float()
+
+    class Half(nn.Module):
+        def forward(self, z):
+            return 0.5 * z
+
+    whole = Scorer(Half(), Zero(), std=3.0)
+    whole.add(x_hat, x, y, mask)
+    parts = Scorer(Half(), Zero(), std=3.0)
+    parts.add(x_hat[:2], x[:2], y[:2], mask[:2])
+    parts.add(x_hat[2:], x[2:], y[2:], mask[2:])
+    a, b = whole.result(), parts.result()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert b[k] == pytest.approx(a[k], rel=1e-6), k
+    assert a["r_score"] == pytest.approx(r_score(x_hat, x, std=3.0), rel=1e-6)
+    assert a["r_score_observed"] == pytest.approx(r_score(x_hat, x, 3.0, mask), rel=1e-6)
+
+
+def _score(system, row, seed, r, **kw):
+    scheme, prior, solver = row.split("-")
+    rec = {
+        "system": system,
+        "scheme": scheme,
+        "prior": prior,
+        "solver": solver,
+        "seed": seed,
+        "r_score": r,
+        "fourdvar_score": 10 * r,
+        "ode_score": 0.1 * r,
+        "r_score_observed": r / 2,
+        "r_score_unobserved": 2 * r,
+    }
+    rec.update(kw)
+    return rec
+
+
+def _write(tmp_path, recs):
+    paths = []
+    for i, rec in enumerate(recs):
+        p = tmp_path / f"s{i}.json"
+        p.write_text(json.dumps(rec))
+        paths.append(p)
+    return paths
+
+
+def test_make_table(tmp_path):
+    recs = [
+        _score("l63", "supervised-genn-conv", 0, 1.0, val_r_score=0.5),
+        _score("l63", "supervised-genn-conv", 1, 3.0, val_r_score=1.5),
+        _score("l63", "supervised-genn-conv", 2, 2.0, val_r_score=1.0),
+        _score("l63", "unsupervised-rk4-lstm", 0, 5.0, val_r_score=4.0),
+        _score("l63", "none-rk4-fsgd", 0, 4.0),
+        _score("l63", "none-rk4-fsgd", 1, 6.0),
+    ]
+    table = make_table(_write(tmp_path, recs), "l63")
+    # rows follow the paper's order, whatever the order of the files
+    assert list(table["row"]) == ["none-rk4-fsgd", "unsupervised-rk4-lstm", "supervised-genn-conv"]
+    t = table.set_index("row")
+    assert t.loc["supervised-genn-conv", "n_seeds"] == 3
+    assert t.loc["supervised-genn-conv", "r_score_mean"] == pytest.approx(2.0)
+    # population std of (1, 3, 2): sqrt(2/3)
+    assert t.loc["supervised-genn-conv", "r_score_std"] == pytest.approx((2 / 3) ** 0.5)
+    assert t.loc["supervised-genn-conv", "fourdvar_score_mean"] == pytest.approx(20.0)
+    assert t.loc["none-rk4-fsgd", "r_score_std"] == pytest.approx(1.0)
+    assert t.loc["unsupervised-rk4-lstm", "r_score_std"] == 0.0
+    assert t.loc["supervised-genn-conv", "val_r_score_mean"] == pytest.approx(1.0)
+    assert math.isnan(t.loc["none-rk4-fsgd", "val_r_score_mean"])
+    # the paper's numbers sit beside ours
+    for row in t.index:
+        r, u, ode = PAPER["l63"][row]
+        assert t.loc[row, "paper_r_score"] == r
+        assert t.loc[row, "paper_fourdvar_score"] == u
+        assert t.loc[row, "paper_ode_score"] == ode
+    assert t.loc["supervised-genn-conv", "paper_r_score"] == 1.34
+    assert t.loc["none-rk4-fsgd", "paper_r_score"] == 3.55
+
+
+def test_make_table_unknown_row_goes_last(tmp_path):
+    recs = [
+        _score("l96", "supervised-euler-conv", 0, 1.0),
+        _score("l96", "supervised-genn-lstm", 0, 0.5),
+        _score("l96", "none-rk4-fsgd", 0, 1.0),
+    ]
+    table = make_table(_write(tmp_path, recs), "l96")
+    assert list(table["row"]) == ["none-rk4-fsgd", "supervised-genn-lstm", "supervised-euler-conv"]
+    assert math.isnan(table["paper_r_score"].iloc[-1])
+    assert table["paper_r_score"].iloc[1] == 0.38
+
+
+def test_make_table_wrong_system(tmp_path):
+    paths = _write(tmp_path, [_score("l63", "none-rk4-fsgd", 0, 1.0)])
+    with pytest.raises(ValueError, match="l63"):
+        make_table(paths, "l96")
+    with pytest.raises(ValueError):
+        make_table([], "l63")
+
+
+def test_write_table_csv(tmp_path):
+    import pandas as pd
+
+    paths = _write(tmp_path, [_score("l63", "none-rk4-fsgd", s, 3.0 + s) for s in range(2)])
+    out = tmp_path / "t" / "table1.csv"
+    write_table(paths, "l63", out)
+    df = pd.read_csv(out)
+    assert list(df["row"]) == ["none-rk4-fsgd"]
+    assert df["r_score_mean"].iloc[0] == pytest.approx(3.5)
+    assert df["paper_r_score"].iloc[0] == pytest.approx(3.55)

@@ -1,0 +1,204 @@
+"""Solvers Gamma: FSGD descent, batch independence, fixed point, unrolled training, learning."""
+
+import pytest
+import torch
+
+from fourdvarnet import pipeline
+from fourdvarnet.config import Experiment, GennConfig, ModelConfig
+from fourdvarnet.model import build_model
+from fourdvarnet.solvers import FSGD, ConvSolver, FixedPointSolver, LSTMSolver, build_solver
+
+
+@pytest.fixture(scope="module")
+def l63_val(l63_files, normalised):
+    return normalised(l63_files["val"])
+
+
+def _model(row, norm, fill, lambdas=(0.01, 1.0), fsgd_step=1.0, model_cfg=None, learn=False):
+    scheme, prior, solver = row.split("-")
+    exp = Experiment("l63", scheme, prior, solver)
+    return build_model(
+        exp, 0.01, norm, fill, model_cfg or ModelConfig(), lambdas, learn, fsgd_step=fsgd_step
+    )
+
+
+def test_fsgd_decreases_the_cost_monotonically(l63_val):
+    val, norm, fill = l63_val
+    b = val.subset(torch.arange(4))
+    model = _model("none-rk4-fsgd", norm, fill, fsgd_step=20.0)
+    costs = []
+    with torch.no_grad():
+        x0 = model.initial_state(b.y, b.mask)
+        costs.append(model.cost(x0, b.y, b.mask))
+        x_hat = model(
+            b.y, b.mask, 30, callback=lambda k, x: costs.append(model.cost(x, b.y, b.mask))
+        )
+    u = torch.stack(costs)  # (31, batch)
+    assert u.shape == (31, 4)
+    assert (u[1:] < u[:-1]).all(), u
+    assert (u[-1] < 0.95 * u[0]).all()
+    torch.testing.assert_close(model.cost(x_hat, b.y, b.mask), u[-1])
+    # the prior is frozen: FSGD only moves the state
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_fsgd_step_is_independent_of_the_batch(l63_val):
+    val, norm, fill = l63_val
+    model = _model("none-rk4-fsgd", norm, fill, fsgd_step=20.0)
+    b = val.subset(torch.arange(6))
+    with torch.no_grad():
+        batch = model(b.y, b.mask, 10)
+        alone = model(b.y[2:3], b.mask[2:3], 10)
+    torch.testing.assert_close(batch[2:3], alone, rtol=1e-5, atol=1e-6)
+    # and it did move
+    assert (alone - model.initial_state(b.y[2:3], b.mask[2:3])).abs().max() > 1e-4
+
+
+def test_fsgd_matches_a_hand_gradient_step():
+    # U = l1 mean_obs (x - y)^2 + l2 mean (x - Phi(x))^2 with Phi = 0, all entries observed:
+    # grad = 2 l1 (x - y) / n + 2 l2 x / n, n = 6
+    from fourdvarnet.cost import VariationalCost
+
+    class Zero(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros_like(x)
+
+    x0 = torch.tensor([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]])
+    y = torch.ones_like(x0)
+    mask = torch.ones_like(x0)
+    cost = VariationalCost(Zero(), 0.5, 2.0)
+    with torch.no_grad():
+        x1 = FSGD(3.0)(cost, x0, y, mask, 1)
+    grad = (2 * 0.5 * (x0 - y) + 2 * 2.0 * x0) / 6
+    torch.testing.assert_close(x1, x0 - 3.0 * grad)
+
+
+def test_fixed_point_keeps_observations(l63_val):
+    val, norm, fill = l63_val
+    b = val.subset(torch.arange(3))
+    model = _model("none-rk4-fixed_point", norm, fill)
+    iterates = []
+    with torch.no_grad():
+        x0 = model.initial_state(b.y, b.mask)
+        x_hat = model(b.y, b.mask, 12, callback=lambda k, x: iterates.append(x))
+    m = b.mask > 0
+    assert len(iterates) == 12
+    for x in iterates:
+        torch.testing.assert_close(x[m], b.y[m], rtol=0, atol=0)
+    # unobserved entries are Phi of the previous iterate
+    prev = iterates[-2]
+    torch.testing.assert_close(x_hat[~m], model.prior(prev)[~m])
+    assert (x_hat - x0).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["fsgd", "lstm", "conv", "fixed_point"])
+def test_zero_iterations_return_the_initial_state(name, l63_val):
+    val, norm, fill = l63_val
+    b = val.subset(torch.arange(2))
+    scheme = "none" if name in ("fsgd", "fixed_point") else "supervised"
+    model = _model(f"{scheme}-rk4-{name}", norm, fill)
+    with torch.no_grad():
+        x0 = model.initial_state(b.y, b.mask)
+        torch.testing.assert_close(model(b.y, b.mask, 0), x0, rtol=0, atol=0)
+
+
+def test_negative_iterations_raise(l63_val):
+    val, norm, fill = l63_val
+    model = _model("supervised-rk4-conv", norm, fill)
+    with pytest.raises(ValueError, match="n_iter"):
+        model(val.y[:1], val.mask[:1], -1)
+
+
+def test_build_solver():
+    assert isinstance(build_solver("fsgd", "l63", fsgd_step=2.0), FSGD)
+    assert isinstance(build_solver("lstm", "l96"), LSTMSolver)
+    assert isinstance(build_solver("conv", "l63"), ConvSolver)
+    assert isinstance(build_solver("fixed_point", "l96"), FixedPointSolver)
+    with pytest.raises(ValueError, match="adam"):
+        build_solver("adam", "l63")
+    with pytest.raises(ValueError, match="l42"):
+        build_solver("conv", "l42")
+
+
+@pytest.mark.parametrize("step", [0.0, -1.0])
+def test_fsgd_non_positive_step_raises(step):
+    with pytest.raises(ValueError, match="step"):
+        FSGD(step)
+
+
+def test_unknown_grad_norm_raises():
+    with pytest.raises(ValueError, match="grad_norm"):
+        LSTMSolver(1, 3, grad_norm="sometimes")
+
+
+@pytest.mark.parametrize("solver", ["lstm", "conv"])
+def test_gradients_reach_solver_and_genn_through_the_unrolled_solver(solver, l63_val):
+    torch.manual_seed(0)
+    val, norm, fill = l63_val
+    b = val.subset(torch.arange(4))
+    cfg = ModelConfig(genn=GennConfig(width=8, hidden=6, kernel=5, pool=4))
+    model = _model(f"supervised-genn-{solver}", norm, fill, (1.0, 1.0), model_cfg=cfg, learn=True)
+    x_hat = model(b.y, b.mask, 3)
+    assert x_hat.requires_grad
+    ((x_hat - b.x) ** 2).mean().backward()
+    # the GENN only acts through grad_x U: its parameters learn by double backward
+    for name, p in model.prior.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    for p in (model.cost.a_obs, model.cost.a_prior):
+        assert p.grad is not None and p.grad.abs() > 0
+    grads = {n: p.grad for n, p in model.solver.named_parameters()}
+    assert all(g is not None for g in grads.values())
+    out = "out.weight"
+    assert grads[out].abs().sum() > 0
+    # without gradients (evaluation) the solver keeps no graph
+    with torch.no_grad():
+        assert not model(b.y, b.mask, 3).requires_grad
+
+
+@pytest.fixture(scope="module")
+def l63_learn_files(tmp_path_factory, l63_cfg):
+    """A few hundred L63 windows for the short learning runs."""
+    cfg = dict(
+        l63_cfg,
+        n_steps=4000,
+        n_train=256,
+        n_val=64,
+        n_test=8,
+        train_range=[0, 2800],
+        val_range=[2800, 3600],
+        test_range=[3600, 4000],
+        seed=3,
+    )
+    out = tmp_path_factory.mktemp("l63_learn")
+    paths = {s: out / f"l63_{s}.nc" for s in ("train", "val", "test")}
+    pipeline.simulate(cfg, paths)
+    return paths
+
+
+@pytest.mark.parametrize("solver", ["conv", "lstm"])
+def test_learned_solver_beats_the_interpolation(solver, l63_learn_files, normalised, tmp_path):
+    val, norm, fill = normalised(l63_learn_files["val"])
+    untrained = _model(f"supervised-rk4-{solver}", norm, fill, (1.0, 1.0))
+    with torch.no_grad():
+        x0 = untrained.initial_state(val.y, val.mask)
+    baseline = float(((x0 - val.x) ** 2).mean()) * norm.std**2
+    train_cfg = {
+        "epochs": 3,
+        "batch_size": 32,
+        "schedule": [{"epoch": 0, "n_iter": 5, "lr": 1e-2}],
+        "val_n_iter": 5,
+        "device": "cpu",
+    }
+    record = pipeline.train_row(
+        f"supervised-rk4-{solver}",
+        "l63",
+        0,
+        l63_learn_files["train"],
+        l63_learn_files["val"],
+        {},
+        train_cfg,
+        tmp_path / "model.pt",
+    )
+    assert record["val_r_score"] < 0.75 * baseline, (record["val_r_score"], baseline)
+    assert len(record["history"]) == 3
+    assert record["best_epoch"] in (0, 1, 2)

@@ -1,0 +1,236 @@
+"""Training of a table row: reproducibility, checkpoints, model selection, failure modes."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from fourdvarnet import pipeline, training
+from fourdvarnet.config import ConfigError, Experiment, ModelConfig, from_dict, train_config
+from fourdvarnet.model import build_model, load_checkpoint, save_checkpoint
+from fourdvarnet.priors import ODEPrior
+from fourdvarnet.training import TrainingDiverged, validate
+
+
+def _strip(d, keys=("seconds",)):
+    return {k: v for k, v in d.items() if k not in keys}
+
+
+def test_same_seed_same_training_and_scores(l63_files, l63_trained, small, tmp_path):
+    first = l63_trained["record"]
+    second = small.train_row(l63_files, tmp_path / "again.pt")
+    assert len(first["history"]) == len(second["history"]) == 2
+    for a, b in zip(first["history"], second["history"]):
+        assert _strip(a) == _strip(b)
+    assert first["pretrain"] == second["pretrain"]
+    assert _strip(first, ("history",)) == _strip(second, ("history",))
+    sa = torch.load(l63_trained["checkpoint"], weights_only=False)["state_dict"]
+    sb = torch.load(tmp_path / "again.pt", weights_only=False)["state_dict"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    scores = [
+        pipeline.evaluate_row(
+            "supervised-genn-conv",
+            "l63",
+            0,
+            l63_files["test"],
+            small.model,
+            small.eval,
+            tmp_path / f"recon{i}.nc",
+            tmp_path / f"scores{i}.json",
+            checkpoint=ckpt,
+        )
+        for i, ckpt in enumerate((l63_trained["checkpoint"], tmp_path / "again.pt"))
+    ]
+    assert _strip(scores[0]) == _strip(scores[1])
+    assert all(math.isfinite(scores[0][k]) for k in ("r_score", "fourdvar_score", "ode_score"))
+
+
+def test_other_seed_other_training(l63_files, l63_trained, small, tmp_path):
+    other = small.train_row(l63_files, tmp_path / "seed1.pt", seed=1)
+    assert other["history"][0]["loss"] != l63_trained["record"]["history"][0]["loss"]
+
+
+def test_record_follows_schedule_and_selection(l63_trained, small):
+    rec = l63_trained["record"]
+    assert [h["n_iter"] for h in rec["history"]] == [2, 3]
+    assert [h["lr"] for h in rec["history"]] == [1e-3, 5e-4]
+    assert len(rec["pretrain"]) == small.train["pretrain_epochs"]
+    # supervised rows select on the validation R-score: the best epoch is the argmin
+    metrics = [h["val_metric"] for h in rec["history"]]
+    assert metrics == [h["val_r"] for h in rec["history"]]
+    assert rec["best_epoch"] == min(range(len(metrics)), key=metrics.__getitem__)
+    for h in rec["history"]:
+        assert math.isfinite(h["loss"]) and h["loss"] > 0
+
+
+def test_checkpoint_contents(l63_files, l63_trained, normalised):
+    ckpt = torch.load(l63_trained["checkpoint"], weights_only=False)
+    for key in (
+        "state_dict",
+        "experiment",
+        "model_config",
+        "normalizer",
+        "train_record",
+        "dt",
+        "fill",
+        "lambdas",
+        "package_version",
+    ):
+        assert key in ckpt, key
+    assert ckpt["experiment"] == {
+        "system": "l63",
+        "scheme": "supervised",
+        "prior": "genn",
+        "solver": "conv",
+        "seed": 0,
+    }
+    assert ckpt["model_config"]["genn"]["width"] == 12
+    val, norm, fill = normalised(l63_files["val"])
+    assert ckpt["normalizer"] == {"mean": norm.mean, "std": norm.std}
+    assert ckpt["dt"] == 0.01
+    torch.testing.assert_close(ckpt["fill"], fill)
+    rec = ckpt["train_record"]
+    assert rec["val_r_score"] == pytest.approx(l63_trained["record"]["val_r_score"])
+    # the weights stored are the selected ones: the loaded model reproduces the validation score
+    model, _ = load_checkpoint(l63_trained["checkpoint"])
+    out = validate(model, "supervised", val, n_iter=3, batch_size=256)
+    assert out["val_r"] * norm.std**2 == pytest.approx(rec["val_r_score"], rel=1e-5)
+    best = rec["history"][rec["best_epoch"]]
+    assert best["val_r"] * norm.std**2 == pytest.approx(rec["val_r_score"], rel=1e-5)
+
+
+def test_load_checkpoint_rebuilds_the_trained_model(l63_files, normalised, tmp_path):
+    torch.manual_seed(0)
+    train, norm, fill = normalised(l63_files["train"])
+    val, _, _ = normalised(l63_files["val"])
+    exp = Experiment("l63", "supervised", "rk4", "lstm", seed=0)
+    mcfg = ModelConfig()
+    model = build_model(exp, 0.01, norm, fill, mcfg, (1.0, 1.0), learn_lambdas=True)
+    tcfg = train_config({"epochs": 1, "batch_size": 64, "val_n_iter": 2, "device": "cpu"})
+    record = training.train(model, exp, tcfg, train.subset(torch.arange(64)), val, norm.std)
+    save_checkpoint(tmp_path / "m.pt", model, exp, mcfg, train.attrs, {"train_record": record})
+    assert not (tmp_path / "m.pt.part").exists()
+    loaded, ckpt = load_checkpoint(tmp_path / "m.pt")
+    # training moved the weights away from initialisation, and the file holds them
+    assert loaded.cost.lambdas != pytest.approx((1.0, 1.0), abs=1e-6)
+    assert loaded.cost.lambdas == pytest.approx(model.cost.lambdas)
+    b = val.subset(torch.arange(8))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(b.y, b.mask, 4), model(b.y, b.mask, 4))
+    for (na, a), (nb, b_) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert na == nb and torch.equal(a, b_), na
+
+
+def test_unsupervised_training_leaves_the_prior_alone(l63_files, small, tmp_path):
+    cfg = dict(small.train, epochs=1)
+    small.train_row(l63_files, tmp_path / "u.pt", row="unsupervised-rk4-conv", train_cfg=cfg)
+    model, ckpt = load_checkpoint(tmp_path / "u.pt")
+    assert isinstance(model.prior, ODEPrior)
+    assert model.prior.sigma.item() == 10.0 and model.prior.rho.item() == 28.0
+    assert model.cost.lambdas == pytest.approx((0.1, 1.0))  # unsup_lambdas, fixed
+    assert ckpt["train_record"]["history"][0]["val_metric"] == pytest.approx(
+        ckpt["train_record"]["history"][0]["val_u"]
+    )
+
+
+def test_supervised_training_learns_prior_and_weights(l63_files, small, tmp_path):
+    cfg = dict(small.train, epochs=1, schedule=[{"epoch": 0, "n_iter": 2, "lr": 1e-2}])
+    small.train_row(l63_files, tmp_path / "s.pt", row="supervised-rk4-conv", train_cfg=cfg)
+    model, _ = load_checkpoint(tmp_path / "s.pt")
+    assert model.prior.sigma.item() != 10.0
+    assert model.cost.lambdas != pytest.approx((1.0, 1.0), abs=1e-6)
+
+
+def test_divergence_raises_and_leaves_no_checkpoint(l63_files, small, tmp_path, monkeypatch):
+    real = training.training_loss
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 2 else loss
+
+    monkeypatch.setattr(training, "training_loss", flaky)
+    ckpt = tmp_path / "diverged.pt"
+    with pytest.raises(TrainingDiverged, match=r"epoch 0, batch 1"):
+        small.train_row(l63_files, ckpt, row="supervised-rk4-conv")
+    assert calls["n"] == 2
+    assert not ckpt.exists()
+    assert not (tmp_path / "diverged.pt.part").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_row_checkpoint_rules(l63_files, l63_trained, small, tmp_path):
+    args = ("l63", 0, l63_files["test"], small.model, small.eval)
+    outs = (tmp_path / "r.nc", tmp_path / "s.json")
+    with pytest.raises(ValueError, match="checkpoint"):
+        pipeline.evaluate_row("supervised-genn-conv", *args, *outs)
+    with pytest.raises(ValueError, match="checkpoint"):
+        pipeline.evaluate_row("none-rk4-fsgd", *args, *outs, checkpoint=l63_trained["checkpoint"])
+    with pytest.raises(ValueError, match="supervised-genn-conv"):
+        pipeline.evaluate_row(
+            "supervised-rk4-conv", *args, *outs, checkpoint=l63_trained["checkpoint"]
+        )
+    assert not outs[0].exists() and not outs[1].exists()
+
+
+def test_train_row_refuses_unlearned_rows(l63_files, small, tmp_path):
+    with pytest.raises(ValueError, match="nothing to train"):
+        small.train_row(l63_files, tmp_path / "x.pt", row="none-rk4-fsgd")
+
+
+@pytest.mark.parametrize(
+    "row,word",
+    [
+        ("supervised-wavelet-conv", "wavelet"),
+        ("supervised-genn-adam", "adam"),
+        ("selfsupervised-genn-conv", "selfsupervised"),
+        ("none-rk4-conv", "scheme"),
+        ("supervised-rk4-fsgd", "scheme"),
+        ("supervised-genn", "scheme-prior-solver"),
+    ],
+)
+def test_parse_row_errors(row, word):
+    with pytest.raises(ValueError, match=word):
+        pipeline.parse_row(row, "l63")
+
+
+def test_parse_row_ok():
+    exp = pipeline.parse_row("unsupervised-genn-lstm", "l96", seed="3")
+    assert (exp.system, exp.scheme, exp.prior, exp.solver, exp.seed) == (
+        "l96",
+        "unsupervised",
+        "genn",
+        "lstm",
+        3,
+    )
+    with pytest.raises(ConfigError, match="system"):
+        pipeline.parse_row("supervised-genn-conv", "l42")
+
+
+@pytest.mark.parametrize(
+    "raw,key",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"schedule": [{"epoch": 1, "n_iter": 5, "lr": 1e-3}]}, "schedule"),
+        ({"schedule": [{"epoch": 0, "n_iter": 0, "lr": 1e-3}]}, "n_iter"),
+        ({"device": "tpu"}, "device"),
+        ({"unsup_lambdas": [0.1]}, "unsup_lambdas"),
+        ({"batchsize": 3}, "batchsize"),
+    ],
+)
+def test_train_config_errors(raw, key):
+    with pytest.raises(ConfigError, match=key):
+        train_config(copy.deepcopy(raw))
+
+
+def test_model_config_errors():
+    with pytest.raises(ConfigError, match="grad_norm"):
+        from_dict(ModelConfig, {"grad_norm": "sometimes"}, "model.l63")
+    with pytest.raises(ConfigError, match="kernel"):
+        from_dict(ModelConfig, {"genn": {"kernel": 4}}, "model.l63")
+    with pytest.raises(ConfigError, match="widht"):
+        from_dict(ModelConfig, {"genn": {"widht": 4}}, "model.l63")
