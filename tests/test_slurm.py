@@ -1,0 +1,190 @@
+"""End-to-end runs through a real local SLURM cluster with profiles/slurm.
+
+Both tests need the ``slurm_cluster`` fixture (root + Debian's slurm/munge packages); they skip
+without it, or fail with REQUIRE_SLURM=1.  Run: ``REQUIRE_SLURM=1 pytest -m slurm -s``.
+"""
+
+import collections
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET = "results/table1.csv"
+GPU_RULE = "train"
+# No sacct database on the test cluster: poll squeue, and poll early (about 12 s per DAG level).
+SLURM_ARGS = [
+    "--workflow-profile",
+    "profiles/slurm",
+    "--config",
+    "preset=ci",
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
+    "--slurm-keep-successful-logs",
+]
+
+SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
+HEADER = re.compile(r"^\s*(localrule|rule) (\w+):\s*$", re.M)
+SBATCH = re.compile(r"sbatch call: (.*)$", re.M)
+TOTAL = re.compile(r"^total\s+(\d+)\s*$", re.M)
+
+
+def run_snakemake(workdir: Path, args: list[str], timeout: float) -> tuple[str, float]:
+    """Run snakemake in its own process group; SIGKILL the group after ``timeout`` seconds.
+
+    Returns (combined stdout+stderr, wall seconds); fails the test on a non-zero exit.
+    """
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd,
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        out += f"\nKILLED: snakemake timed out after {timeout}s"
+    wall = time.monotonic() - start
+    n = len(list(workdir.glob("snakemake-*.log")))
+    (workdir / f"snakemake-{n + 1}.log").write_text(out)  # kept for debugging
+    if proc.returncode == -signal.SIGKILL:
+        pytest.fail(out[-5000:])
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-8000:]}"
+    return out, wall
+
+
+def check_slurm_run(out: str, workdir: Path, cluster) -> str:
+    """Assert every non-local job went through sbatch and the GPU rule asked for a GPU.
+
+    Returns the sbatch command line of one GPU-rule job.
+    """
+    subs = [(m[1], m[2], re.search(r"rule_(\w+)", m[3])[1]) for m in SUBMITTED.finditer(out)]
+    headers = collections.Counter((kind, rule) for kind, rule in HEADER.findall(out))
+    remote = collections.Counter({r: n for (k, r), n in headers.items() if k == "rule"})
+    n_local = sum(n for (k, _), n in headers.items() if k == "localrule")
+    total = int(TOTAL.search(out)[1])
+    print(f"\nplanned {total} jobs: {dict(remote)} on SLURM, {n_local} local")
+
+    # Every job snakemake planned either ran locally (localrules) or was submitted to SLURM.
+    assert n_local + sum(remote.values()) == total
+    assert collections.Counter(rule for _, _, rule in subs) == remote
+    logs = list((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+    assert len(logs) == len(subs), logs
+
+    # The GPU rule asked SLURM for a GPU: the controller's record, and the sbatch line itself.
+    gpu_ids = [sid for _, sid, rule in subs if rule == GPU_RULE]
+    assert gpu_ids, f"no {GPU_RULE} job was submitted"
+    for sid in gpu_ids:
+        job = cluster.show_job(sid)
+        assert job["JobState"] == "COMPLETED", job
+        assert re.search(r"gpu[:=]1\b", job.get("TresPerJob", "")), job
+    calls = SBATCH.findall(out)
+    assert len(calls) == len(subs)
+    gpu_calls = [c for c in calls if f"/rule_{GPU_RULE}/" in c]  # in the --output log path
+    assert len(gpu_calls) == len(gpu_ids)
+    assert all("--gpus=1" in c for c in gpu_calls), gpu_calls
+    assert not any("--gpus" in c for c in calls if c not in gpu_calls)
+    return gpu_calls[0]
+
+
+def check_nothing_to_do(workdir: Path) -> None:
+    out, _ = run_snakemake(workdir, [*SLURM_ARGS, "-n", TARGET], timeout=120)
+    assert "Nothing to be done" in out, out[-3000:]
+
+
+TOY_SNAKEFILE = """\
+configfile: "config.yaml"
+
+localrules: table
+
+PRESET = config["preset"]
+SEEDS = [1, 2]
+
+
+rule prepare:
+    output: "results/data.txt"
+    shell: "echo preset={PRESET} > {output}"
+
+
+rule train:
+    input: "results/data.txt"
+    output: "results/model_{seed}.txt"
+    resources: gpu=1
+    shell: "echo CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES > {output}"
+
+
+rule table:
+    input: expand("results/model_{seed}.txt", seed=SEEDS)
+    output: "results/table1.csv"
+    shell: "(echo preset,{PRESET}; cat {input}) > {output}"
+"""
+
+
+@pytest.mark.slurm
+def test_slurm_toy_workflow(slurm_cluster, tmp_path, record_property):
+    """A 4-job toy workflow shaped like the project's, run through profiles/slurm."""
+    (tmp_path / "Snakefile").write_text(TOY_SNAKEFILE)
+    (tmp_path / "config.yaml").write_text("preset: full\n")
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+
+    out, wall = run_snakemake(tmp_path, [*SLURM_ARGS, "--verbose", TARGET], timeout=300)
+    sbatch_line = check_slurm_run(out, tmp_path, slurm_cluster)
+    table = (tmp_path / TARGET).read_text()
+    assert table.startswith("preset,ci\n")
+    assert table.count("CUDA_VISIBLE_DEVICES=0") == 2  # SLURM handed the (fake) GPU to train
+    check_nothing_to_do(tmp_path)
+
+    print(
+        f"toy workflow through SLURM: {wall:.1f} s\nsbatch line of a {GPU_RULE} job:\n{sbatch_line}"
+    )
+    record_property("wall_s", round(wall, 1))
+
+
+def copy_repository(dest: Path) -> None:
+    """Copy the files git knows about (tracked, or untracked but not ignored)."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for rel in filter(None, set(files.split("\0"))):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+@pytest.mark.slurm
+def test_slurm_ci_preset(slurm_cluster, tmp_path, record_property):
+    """The project's own workflow, preset=ci, through profiles/slurm up to Table 1."""
+    if not any((REPO / p).is_file() for p in ("Snakefile", "workflow/Snakefile")):
+        pytest.skip("the project's Snakefile does not exist yet")
+    copy_repository(tmp_path)
+    timeout = float(os.environ.get("SLURM_CI_TIMEOUT", 1800))
+
+    out, wall = run_snakemake(tmp_path, [*SLURM_ARGS, "--verbose", TARGET], timeout=timeout)
+    sbatch_line = check_slurm_run(out, tmp_path, slurm_cluster)
+    assert (tmp_path / TARGET).is_file()
+    check_nothing_to_do(tmp_path)
+
+    print(f"ci preset through SLURM: {wall:.1f} s\nsbatch line of a {GPU_RULE} job:\n{sbatch_line}")
+    record_property("wall_s", round(wall, 1))

@@ -1,0 +1,16 @@
+rule simulate:
+    """Integrate the true system and sample the train, validation and test windows."""
+    output:
+        train="results/{preset}/data/{system}_train.nc",
+        val="results/{preset}/data/{system}_val.nc",
+        test="results/{preset}/data/{system}_test.nc",
+    params:
+        data=lambda w: CFG["data"][w.system],
+    log:
+        "results/{preset}/logs/simulate/{system}.log",
+    benchmark:
+        "results/{preset}/benchmarks/simulate/{system}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/simulate.py"

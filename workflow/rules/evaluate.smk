@@ -1,0 +1,24 @@
+rule evaluate:
+    """Reconstruct the test split with one table row and score it (R-, 4DVar- and ODE-scores)."""
+    input:
+        test="results/{preset}/data/{system}_test.nc",
+        checkpoint=checkpoint_for,
+    output:
+        recon="results/{preset}/eval/{system}/{row}/seed{seed}.nc",
+        scores="results/{preset}/eval/{system}/{row}/seed{seed}.json",
+    params:
+        model=lambda w: CFG["model"][w.system],
+        evaluate=lambda w: CFG["evaluate"][w.system],
+    log:
+        "results/{preset}/logs/evaluate/{system}/{row}/seed{seed}.log",
+    benchmark:
+        "results/{preset}/benchmarks/evaluate/{system}/{row}/seed{seed}.tsv"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/evaluate.py"

@@ -1,0 +1,23 @@
+rule table:
+    """Table 1 (Lorenz-63) or Table 2 (Lorenz-96): our scores beside the paper's."""
+    input:
+        scores=table_scores,
+    output:
+        report(
+            "results/{table}.csv",
+            caption="../report/tables.rst",
+            category="Tables",
+            labels={"table": "{table}"},
+        ),
+    params:
+        system=lambda w: TABLES[w.table],
+        preset=PRESET,
+    log:
+        "results/logs/{table}.log",
+    wildcard_constraints:
+        table="table1|table2",
+    localrule: True
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/table.py"
