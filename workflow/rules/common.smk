@@ -4,7 +4,6 @@ from snakemake.utils import validate
 
 from fourdvarnet.config import resolve_preset
 
-
 # Refuse a bad configuration before any job: once as given (types, ranges, names, the preset),
 # once with the preset applied (the values the jobs will see).
 validate(config, schema="../schemas/config.schema.yaml")
@@ -14,8 +13,11 @@ validate(CFG, schema="../schemas/config.schema.yaml")
 PRESET = CFG["preset"]
 SEEDS = CFG["seeds"]
 TABLES = {"table1": "l63", "table2": "l96"}
-FIGURES = {"fig2_energy_pathways": ("fig2", "l63"), "fig3_l63_examples": ("fig3", "l63"),
-           "fig4_l96": ("fig4", "l96")}
+FIGURES = {
+    "fig2_energy_pathways": ("fig2", "l63"),
+    "fig3_l63_examples": ("fig3", "l63"),
+    "fig4_l96": ("fig4", "l96"),
+}
 
 
 wildcard_constraints:

@@ -4,13 +4,13 @@ rule simulate:
         train="results/{preset}/data/{system}_train.nc",
         val="results/{preset}/data/{system}_val.nc",
         test="results/{preset}/data/{system}_test.nc",
-    params:
-        data=lambda w: CFG["data"][w.system],
     log:
         "results/{preset}/logs/simulate/{system}.log",
     benchmark:
         "results/{preset}/benchmarks/simulate/{system}.tsv"
     conda:
         "../../envs/torch.yaml"
+    params:
+        data=lambda w: CFG["data"][w.system],
     script:
         "../scripts/simulate.py"

@@ -6,19 +6,19 @@ rule evaluate:
     output:
         recon="results/{preset}/eval/{system}/{row}/seed{seed}.nc",
         scores="results/{preset}/eval/{system}/{row}/seed{seed}.json",
-    params:
-        model=lambda w: CFG["model"][w.system],
-        evaluate=lambda w: CFG["evaluate"][w.system],
     log:
         "results/{preset}/logs/evaluate/{system}/{row}/seed{seed}.log",
     benchmark:
         "results/{preset}/benchmarks/evaluate/{system}/{row}/seed{seed}.tsv"
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         gpu=1,
         mem_mb=8000,
         runtime=60,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        model=lambda w: CFG["model"][w.system],
+        evaluate=lambda w: CFG["evaluate"][w.system],
     script:
         "../scripts/evaluate.py"

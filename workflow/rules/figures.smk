@@ -15,10 +15,6 @@ rule figure:
             category="Figures",
             labels={"figure": "{figure}", "format": "png"},
         ),
-    params:
-        figure=lambda w: FIGURES[w.figure][0],
-        labels=lambda w: [label for label, _ in figure_rows(w)],
-        preset=PRESET,
     log:
         "results/logs/{figure}.log",
     wildcard_constraints:
@@ -26,5 +22,9 @@ rule figure:
     localrule: True
     conda:
         "../../envs/plot.yaml"
+    params:
+        figure=lambda w: FIGURES[w.figure][0],
+        labels=lambda w: [label for label, _ in figure_rows(w)],
+        preset=PRESET,
     script:
         "../scripts/figures.py"

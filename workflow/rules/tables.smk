@@ -9,9 +9,6 @@ rule table:
             category="Tables",
             labels={"table": "{table}"},
         ),
-    params:
-        system=lambda w: TABLES[w.table],
-        preset=PRESET,
     log:
         "results/logs/{table}.log",
     wildcard_constraints:
@@ -19,5 +16,8 @@ rule table:
     localrule: True
     conda:
         "../../envs/torch.yaml"
+    params:
+        system=lambda w: TABLES[w.table],
+        preset=PRESET,
     script:
         "../scripts/table.py"

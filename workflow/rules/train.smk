@@ -6,19 +6,19 @@ rule train:
         val="results/{preset}/data/{system}_val.nc",
     output:
         checkpoint="results/{preset}/models/{system}/{row}/seed{seed}.pt",
-    params:
-        model=lambda w: CFG["model"][w.system],
-        train=lambda w: CFG["train"][w.system],
     log:
         "results/{preset}/logs/train/{system}/{row}/seed{seed}.log",
     benchmark:
         "results/{preset}/benchmarks/train/{system}/{row}/seed{seed}.tsv"
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         gpu=1,
         mem_mb=8000,
         runtime=240,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        model=lambda w: CFG["model"][w.system],
+        train=lambda w: CFG["train"][w.system],
     script:
         "../scripts/train.py"

@@ -5,6 +5,15 @@ from fourdvarnet.pipeline import evaluate_row, setup_logging
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 setup_logging(sm.log[0])
 w = sm.wildcards
-evaluate_row(w.row, w.system, int(w.seed), sm.input.test, sm.params.model, sm.params.evaluate,
-             sm.output.recon, sm.output.scores, checkpoint=sm.input.checkpoint or None,
-             threads=sm.threads)
+evaluate_row(
+    w.row,
+    w.system,
+    int(w.seed),
+    sm.input.test,
+    sm.params.model,
+    sm.params.evaluate,
+    sm.output.recon,
+    sm.output.scores,
+    checkpoint=sm.input.checkpoint or None,
+    threads=sm.threads,
+)

@@ -6,5 +6,9 @@ from fourdvarnet.pipeline import setup_logging
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 setup_logging(sm.log[0])
 render = getattr(figures, sm.params.figure)
-render(dict(zip(sm.params.labels, sm.input.evals, strict=True)), sm.output.pdf, sm.output.png,
-       preset=sm.params.preset)
+render(
+    dict(zip(sm.params.labels, sm.input.evals, strict=True)),
+    sm.output.pdf,
+    sm.output.png,
+    preset=sm.params.preset,
+)

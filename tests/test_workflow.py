@@ -1,0 +1,180 @@
+"""The Snakemake DAG end to end: the ci preset in a temporary copy of the repository.
+
+Checks that the tables hold every paper row with finite scores, the figures are valid PDFs and
+PNGs, a bad config is refused before any job, the paper preset plans one training job per
+learned row, and a training job killed with SIGKILL leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from fourdvarnet.tables import PAPER
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.workflow
+
+
+def copy_repo(dest: Path) -> Path:
+    """Copy the files git knows about (tracked, or untracked and not ignored) to ``dest``."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for f in files:
+        src = REPO / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 900, check: bool = True):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory):
+    work = copy_repo(tmp_path_factory.mktemp("ci_preset"))
+    start = time.monotonic()
+    snakemake(work, "--cores", "2", "--config", "preset=ci")
+    return work, time.monotonic() - start
+
+
+@pytest.mark.parametrize("table,system", [("table1", "l63"), ("table2", "l96")])
+def test_tables_have_every_paper_row_with_finite_scores(ci_run, table, system):
+    work, _ = ci_run
+    df = pd.read_csv(work / "results" / f"{table}.csv")
+    assert set(df["row"]) == set(PAPER[system])
+    assert list(df["row"]) == list(PAPER[system])  # in the paper's order
+    assert (df["preset"] == "ci").all()
+    for col in ("r_score_mean", "fourdvar_score_mean", "ode_score_mean"):
+        assert all(math.isfinite(v) and v >= 0 for v in df[col]), col
+    r = df.set_index("row")["paper_r_score"]
+    assert r["none-rk4-fsgd"] == PAPER[system]["none-rk4-fsgd"][0]
+
+
+def test_figures_are_valid_pdfs_and_pngs(ci_run):
+    work, _ = ci_run
+    for name in ("fig2_energy_pathways", "fig3_l63_examples", "fig4_l96"):
+        pdf = (work / "figures" / f"{name}.pdf").read_bytes()
+        assert pdf.startswith(b"%PDF") and b"%%EOF" in pdf[-1024:] and len(pdf) > 10_000
+        png = (work / "figures" / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+def test_second_run_has_nothing_to_do_and_logs_say_cpu(ci_run):
+    work, _ = ci_run
+    out = snakemake(work, "-n", "--cores", "2", "--config", "preset=ci").stdout
+    assert "Nothing to be done" in out
+    log = (work / "results/ci/logs/train/l63/supervised-genn-conv/seed0.log").read_text()
+    if not __import__("torch").cuda.is_available():
+        assert "CUDA is not available: running on the CPU" in log
+    assert "best epoch" in log
+
+
+def test_report_gathers_tables_and_figures(ci_run):
+    work, _ = ci_run
+    snakemake(work, "--config", "preset=ci", "--report", "report.html")
+    html = (work / "report.html").read_text(errors="replace")
+    assert "table1" in html and "fig2_energy_pathways" in html
+
+
+def test_paper_preset_plans_one_training_job_per_learned_row(tmp_path):
+    work = copy_repo(tmp_path)
+    out = snakemake(work, "-n", "--cores", "1", "results/table1.csv", "results/table2.csv").stdout
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    learned = sum(
+        not row.startswith("none-") for rows in cfg["experiments"].values() for row in rows
+    )
+    counts = {
+        line.split()[0]: int(line.split()[1])
+        for line in out.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
+    assert counts["train"] == learned == 14
+    assert counts["evaluate"] == learned + 2
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ({"train": {"l63": {"schedule": [{"epoch": 0, "n_iter": 5, "lr": -1.0}]}}}, "lr"),
+        ({"experiments": {"l63": ["supervised-unet-conv"]}}, "supervised-unet-conv"),
+        ({"preset": "nope"}, "nope"),
+        ({"evaluate": {"l96": {"fsgd": {"step": 0}}}}, "step"),
+        ({"seeds": "zero"}, "seeds"),
+    ],
+)
+def test_bad_config_is_refused_before_any_job(tmp_path, override, key):
+    work = copy_repo(tmp_path)
+    (work / "bad.yaml").write_text(yaml.safe_dump(override))
+    proc = snakemake(work, "-n", "--cores", "1", "--configfile", "bad.yaml", check=False)
+    assert proc.returncode != 0
+    assert "ValidationError" in proc.stdout or "ConfigError" in proc.stdout
+    assert key in proc.stdout
+    assert "Job stats" not in proc.stdout
+
+
+def test_training_killed_with_sigkill_leaves_nothing_complete_and_reruns(tmp_path):
+    work = copy_repo(tmp_path)
+    target = "results/ci/models/l63/supervised-genn-conv/seed0.pt"
+    log = work / "results/ci/logs/train/l63/supervised-genn-conv/seed0.log"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", target, "--cores", "1", "--config", "preset=ci"],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not (log.exists() and "training" in log.read_text()):
+        assert proc.poll() is None, "snakemake ended before the training job started"
+        assert time.monotonic() < deadline, "the training job did not start"
+        time.sleep(0.05)
+    # The training job (a process in snakemake's session running the train script) dies hard,
+    # as under the OOM killer or a scheduler's limit.
+    pids = subprocess.run(
+        ["pgrep", "-s", str(proc.pid), "-f", r"train\.py"], capture_output=True, text=True
+    ).stdout.split()
+    assert pids, "no training process found"
+    for pid in pids:
+        os.kill(int(pid), signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0, out
+    assert not (work / target).exists()
+    assert not list((work / target).parent.glob("*.part"))
+    snakemake(work, target, "--cores", "1", "--config", "preset=ci")
+    import torch
+
+    ckpt = torch.load(work / target, weights_only=False)
+    assert ckpt["experiment"]["prior"] == "genn" and "train_record" in ckpt
