@@ -70,10 +70,10 @@ def run_snakemake(workdir: Path, args: list[str], timeout: float) -> tuple[str, 
     return out, wall
 
 
-def check_slurm_run(out: str, workdir: Path, cluster) -> str:
-    """Assert every non-local job went through sbatch and the GPU rule asked for a GPU.
+def check_slurm_run(out: str, workdir: Path, cluster, gpu_rules=(GPU_RULE,)) -> str:
+    """Assert every non-local job went through sbatch and the GPU rules asked for a GPU.
 
-    Returns the sbatch command line of one GPU-rule job.
+    Returns the sbatch command line of one training job.
     """
     subs = [(m[1], m[2], re.search(r"rule_(\w+)", m[3])[1]) for m in SUBMITTED.finditer(out)]
     headers = collections.Counter((kind, rule) for kind, rule in HEADER.findall(out))
@@ -89,19 +89,20 @@ def check_slurm_run(out: str, workdir: Path, cluster) -> str:
     assert len(logs) == len(subs), logs
 
     # The GPU rule asked SLURM for a GPU: the controller's record, and the sbatch line itself.
-    gpu_ids = [sid for _, sid, rule in subs if rule == GPU_RULE]
-    assert gpu_ids, f"no {GPU_RULE} job was submitted"
+    gpu_ids = [sid for _, sid, rule in subs if rule in gpu_rules]
+    assert {rule for _, _, rule in subs} >= set(gpu_rules), f"no job of each of {gpu_rules}"
     for sid in gpu_ids:
         job = cluster.show_job(sid)
         assert job["JobState"] == "COMPLETED", job
         assert re.search(r"gpu[:=]1\b", job.get("TresPerJob", "")), job
     calls = SBATCH.findall(out)
     assert len(calls) == len(subs)
-    gpu_calls = [c for c in calls if f"/rule_{GPU_RULE}/" in c]  # in the --output log path
+    # the rule is in the --output log path
+    gpu_calls = [c for c in calls if any(f"/rule_{r}/" in c for r in gpu_rules)]
     assert len(gpu_calls) == len(gpu_ids)
     assert all("--gpus=1" in c for c in gpu_calls), gpu_calls
     assert not any("--gpus" in c for c in calls if c not in gpu_calls)
-    return gpu_calls[0]
+    return next(c for c in gpu_calls if f"/rule_{GPU_RULE}/" in c)
 
 
 def check_nothing_to_do(workdir: Path) -> None:
@@ -176,13 +177,12 @@ def copy_repository(dest: Path) -> None:
 @pytest.mark.slurm
 def test_slurm_ci_preset(slurm_cluster, tmp_path, record_property):
     """The project's own workflow, preset=ci, through profiles/slurm up to Table 1."""
-    if not any((REPO / p).is_file() for p in ("Snakefile", "workflow/Snakefile")):
-        pytest.skip("the project's Snakefile does not exist yet")
     copy_repository(tmp_path)
     timeout = float(os.environ.get("SLURM_CI_TIMEOUT", 1800))
 
     out, wall = run_snakemake(tmp_path, [*SLURM_ARGS, "--verbose", TARGET], timeout=timeout)
-    sbatch_line = check_slurm_run(out, tmp_path, slurm_cluster)
+    # training and evaluation both declare gpu=1
+    sbatch_line = check_slurm_run(out, tmp_path, slurm_cluster, ("train", "evaluate"))
     assert (tmp_path / TARGET).is_file()
     check_nothing_to_do(tmp_path)
 
