@@ -113,11 +113,7 @@ def test_paper_preset_plans_one_training_job_per_learned_row(tmp_path):
     learned = sum(
         not row.startswith("none-") for rows in cfg["experiments"].values() for row in rows
     )
-    counts = {
-        line.split()[0]: int(line.split()[1])
-        for line in out.splitlines()
-        if len(line.split()) == 2 and line.split()[1].isdigit()
-    }
+    counts = job_counts(out)
     assert counts["train"] == learned == 14
     assert counts["evaluate"] == learned + 2
 
@@ -178,3 +174,15 @@ def test_training_killed_with_sigkill_leaves_nothing_complete_and_reruns(tmp_pat
 
     ckpt = torch.load(work / target, weights_only=False)
     assert ckpt["experiment"]["prior"] == "genn" and "train_record" in ckpt
+
+
+def test_seeds_from_the_command_line_multiply_the_learned_rows(tmp_path):
+    work = copy_repo(tmp_path)
+    out = snakemake(work, "-n", "--cores", "1", "--config", "seeds=[0,1]").stdout
+    assert job_counts(out)["train"] == 28
+
+
+def job_counts(out: str) -> dict[str, int]:
+    """Job counts per rule from snakemake's 'Job stats' table."""
+    rows = (line.split() for line in out.splitlines())
+    return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[1].isdigit()}

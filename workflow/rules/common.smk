@@ -11,7 +11,7 @@ CFG = resolve_preset(config)
 validate(CFG, schema="../schemas/config.schema.yaml")
 
 PRESET = CFG["preset"]
-SEEDS = CFG["seeds"]
+SEEDS = [int(seed) for seed in CFG["seeds"]]  # --config gives strings
 TABLES = {"table1": "l63", "table2": "l96"}
 FIGURES = {
     "fig2_energy_pathways": ("fig2", "l63"),
