@@ -19,7 +19,7 @@ import torch
 from fourdvarnet.cli import load_config
 from fourdvarnet.config import ModelConfig, from_dict, train_config
 from fourdvarnet.model import build_model
-from fourdvarnet.pipeline import _load, parse_row, setup_logging, simulate
+from fourdvarnet.pipeline import load_normalised, parse_row, setup_logging, simulate
 from fourdvarnet.training import pick_device, train
 
 
@@ -41,8 +41,8 @@ def main() -> None:
         t = time.perf_counter()
         simulate(cfg["data"][args.system], paths)
         print(f"simulate {args.system}: {time.perf_counter() - t:.1f} s")
-        train_set, norm, fill = _load(paths["train"])
-        val_set, _, _ = _load(paths["val"])
+        train_set, norm, fill = load_normalised(paths["train"])
+        val_set, _, _ = load_normalised(paths["val"])
         tcfg = dict(cfg["train"][args.system], epochs=args.epochs, pretrain_epochs=0)
         tcfg["schedule"] = [{"epoch": 0, "n_iter": args.n_iter, "lr": 1e-3}]
         tcfg = train_config(tcfg)

@@ -18,17 +18,6 @@ from torch import nn
 from .cost import VariationalCost, prior_term
 
 
-def r_score(
-    x_hat: torch.Tensor, x: torch.Tensor, std: float = 1.0, where: torch.Tensor | None = None
-) -> float:
-    """Mean squared error of ``x_hat`` against ``x`` (over the entries where ``where`` is 1)."""
-    err = (x_hat - x) ** 2
-    if where is None:
-        return float(err.mean()) * std**2
-    n = float(where.sum())
-    return float((err * where).sum()) / n * std**2 if n else float("nan")
-
-
 class Scorer:
     """Accumulates the table scores over batches of the test set."""
 

@@ -72,7 +72,8 @@ def simulate(data_cfg: dict, outputs: dict[str, str | Path]) -> None:
         log.info("wrote %s (%d windows)", outputs[split], ds.sizes["sample"])
 
 
-def _load(path, device=None):
+def load_normalised(path):
+    """A split file as normalised tensors, its normaliser and the never-observed fill values."""
     split = load_split(path)
     norm = Normalizer.from_attrs(split.attrs)
     fill = (
@@ -102,8 +103,8 @@ def train_row(
     device = pick_device(tcfg.device)
     log.info("training %s on %s", exp.name, device)
     seed_everything(exp.seed)
-    train_set, norm, fill = _load(train_path)
-    val_set, _, _ = _load(val_path)
+    train_set, norm, fill = load_normalised(train_path)
+    val_set, _, _ = load_normalised(val_path)
     dt = float(train_set.attrs["dt"])
     lambdas = tcfg.unsup_lambdas if exp.scheme == "unsupervised" else (1.0, 1.0)
     model = build_model(
@@ -147,7 +148,7 @@ def evaluate_row(
     set_threads(threads)
     device = pick_device(ecfg.device)
     seed_everything(exp.seed)
-    test, norm, fill = _load(test_path)
+    test, norm, fill = load_normalised(test_path)
     dt = float(test.attrs["dt"])
     extra = {}
     if exp.scheme == "none":
