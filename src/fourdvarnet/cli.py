@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--data-dir", required=True)
-        s.add_argument("--checkpoint", default=None)
         s.add_argument("--out", required=True)
         if name == "evaluate":
+            s.add_argument("--checkpoint", default=None, help="the learned row's checkpoint")
             s.add_argument("--scores", required=True, help="JSON file of the scores")
 
     s = sub.add_parser("table", help="gather score files into a table with the paper's numbers")

@@ -7,6 +7,7 @@ complete.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -161,12 +162,7 @@ def evaluate_row(
             raise ValueError(f"row {row!r} is learned: evaluation needs its checkpoint")
         model, ckpt = load_checkpoint(checkpoint)
         stored = Experiment(**ckpt["experiment"])
-        if (stored.system, stored.scheme, stored.prior, stored.solver) != (
-            exp.system,
-            exp.scheme,
-            exp.prior,
-            exp.solver,
-        ):
+        if dataclasses.replace(stored, seed=exp.seed) != exp:
             raise ValueError(f"checkpoint {checkpoint} holds {stored.name}, not {exp.name}")
         record = ckpt["train_record"]
         extra = {"val_r_score": record["val_r_score"], "best_epoch": record["best_epoch"]}
