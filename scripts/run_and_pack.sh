@@ -16,7 +16,7 @@
 #   results/PRESET/models/*/*/*.pt      checkpoints (weights, config, validation record)
 #   results/PRESET/benchmarks/**.tsv    Snakemake's per-job wall times and memory
 #   results/PRESET/logs/**.log          per-job logs (progress line per epoch)
-#   run-info.txt                        commit, device, torch, command, stage wall times
+#   run-info.txt                        commit, device, library versions, command, stage wall times
 set -uo pipefail
 preset=${1:-paper}
 seeds=${2:-[0]}
@@ -47,8 +47,15 @@ tail -n 25 snakemake.log
     echo "command: ${cmd[*]}"
     echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
     echo "date: $(date -u +%FT%TZ)"
-    python3 -c "import torch; print('torch', torch.__version__, '| device:', \
-torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU')"
+    python3 - <<'PY'
+import importlib.metadata as md
+import torch
+device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+print("device:", device)
+# the truth is chaotic: another SciPy or NumPy can give other trajectories, hence other scores
+print("versions:", ", ".join(f"{p} {md.version(p)}" for p in
+      ("torch", "numpy", "scipy", "xarray", "netCDF4", "snakemake")))
+PY
     echo "per-stage wall time (s), from results/$preset/benchmarks:"
     for stage in simulate train evaluate; do
         find "results/$preset/benchmarks/$stage" -name '*.tsv' 2>/dev/null \

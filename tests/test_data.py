@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy
 import torch
 import xarray as xr
 
@@ -170,6 +171,7 @@ def test_netcdf_round_trip(l63_cfg, l63_files):
         assert ds.attrs["noise_var"] == 2.0
         assert ds.attrs["seed"] == l63_cfg["seed"]
         assert ds.attrs["package_version"] == __version__
+        assert ds.attrs["scipy_version"] == scipy.__version__  # the truth depends on it
         assert ds.attrs["split"] == split
         assert json.loads(ds.attrs["config"]) == as_dict(cfg)
         # the stored config rebuilds the same DataConfig

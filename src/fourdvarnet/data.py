@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy
 import torch
 import xarray as xr
 
@@ -98,6 +99,9 @@ def make_splits(cfg: DataConfig) -> dict[str, xr.Dataset]:
         "config": json.dumps(as_dict(cfg)),
         "package_version": __version__,
         "git_commit": git_commit(),
+        # the truth is chaotic: other NumPy/SciPy versions can give other trajectories
+        "numpy_version": np.__version__,
+        "scipy_version": scipy.__version__,
     }
     out = {}
     for split in SPLITS:
