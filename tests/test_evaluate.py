@@ -1,13 +1,14 @@
 """Evaluation of a row: the scores can be recomputed from the reconstruction file alone."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 import xarray as xr
 
-from fourdvarnet import pipeline
+from fourdvarnet import evaluate, pipeline
 from fourdvarnet.cost import VariationalCost
 from fourdvarnet.evaluate import record_iterations
 from fourdvarnet.priors import true_prior
@@ -68,6 +69,29 @@ def test_fsgd_row(l63_files, small, tmp_path, normalised):
     assert ds.pathway_r_score.values[0] == pytest.approx(r0, rel=1e-5)
     # the true prior's ODE-score is tiny (one RK4 step of the true model against RK45 data)
     assert scores["ode_score"] < 1e-3
+
+
+def test_long_solve_logs_progress(l63_files, small, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(evaluate, "PROGRESS_SECONDS", 0.0)
+    caplog.set_level("INFO", logger="fourdvarnet.evaluate")
+    scores, ds = _evaluate("none-rk4-fsgd", l63_files, small, tmp_path)
+    found = [
+        tuple(map(float, m.groups()))
+        for m in (
+            re.search(r"batch (\d+)/(\d+): iteration (\d+)/(\d+), R-score (\S+)", r.message)
+            for r in caplog.records
+        )
+        if m
+    ]
+    n_iter, n_batch = small.eval["fsgd"]["n_iter"], 2  # 32 test windows in batches of 16
+    assert all(f[1] == n_batch and f[3] == n_iter for f in found)
+    r = np.zeros((n_batch, ds.sizes["iteration"]))
+    for j in range(n_batch):
+        mine = [f for f in found if f[0] == j + 1]
+        assert [f[2] for f in mine] == list(ds.iteration.values)
+        r[j] = [f[4] for f in mine]
+    # the logged R-scores are the batch's, in physical units: equal batches average to the pathway
+    np.testing.assert_allclose(r.mean(axis=0), ds.pathway_r_score.values, rtol=1e-3)
 
 
 def test_learned_row(l63_files, l63_trained, small, tmp_path):

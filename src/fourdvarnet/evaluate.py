@@ -27,6 +27,9 @@ from .training import batches
 
 log = logging.getLogger(__name__)
 
+#: Long solves log their progress at most once every this many seconds.
+PROGRESS_SECONDS = 60.0
+
 
 def record_iterations(n_iter: int, log_spaced: bool, n_points: int = 60) -> np.ndarray:
     """Iterations at which the energy pathway is recorded (0 is the initial state)."""
@@ -45,7 +48,11 @@ def run_solver(
     record_at: np.ndarray,
     device: torch.device,
 ):
-    """Solve every test batch; returns ``x_hat`` (normalised, CPU) and the pathway sums."""
+    """Solve every test batch; returns ``x_hat`` (normalised, CPU) and the pathway sums.
+
+    Long solves (the FSGD baseline's many thousand iterations) log their progress at recorded
+    iterations, at most once every ``PROGRESS_SECONDS``.
+    """
     model.to(device).eval()
     fast = graphs_available(device) and isinstance(model.solver, Solver)
     solve = FastSolve(model) if fast else model
@@ -53,14 +60,24 @@ def run_solver(
     path_r = np.zeros(len(record_at))
     path_u = np.zeros(len(record_at))
     outs = []
-    for idx in batches(len(test), batch_size, None):
+    parts = batches(len(test), batch_size, None)
+    last_log = time.perf_counter()
+    for j, idx in enumerate(parts):
         b = test.subset(idx).to(device)
 
-        def record(k, x, b=b):
+        def record(k, x, b=b, j=j):
+            nonlocal last_log
             if k in position:
                 i = position[k]
-                path_r[i] += float(((x - b.x) ** 2).mean(dim=(1, 2)).sum())
+                r = float(((x - b.x) ** 2).mean(dim=(1, 2)).sum())
+                path_r[i] += r
                 path_u[i] += float(scorer.fourdvar(x, b.y, b.mask).sum())
+                if time.perf_counter() - last_log >= PROGRESS_SECONDS:
+                    last_log = time.perf_counter()
+                    log.info(
+                        "batch %d/%d: iteration %d/%d, R-score %.4g",
+                        j + 1, len(parts), k, n_iter, r / len(b) * scorer.std**2,
+                    )  # fmt: skip
 
         with torch.no_grad():
             record(0, model.initial_state(b.y, b.mask))
