@@ -149,6 +149,7 @@ def run_lever(system, solver, lever, batch, norm, device, reps, n_iter, referenc
 
         loss = run().item()
         grads = [p.grad.detach().clone() for p in model.parameters()]
+        run()  # one more warm-up step before timing
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         t = timed(run, reps, device)
