@@ -1,7 +1,7 @@
 """Benchmark: candidate speed levers for the GENN training step, one process, one table.
 
-The GENN rows are bound by the GPU work of the prior's convolutions, not by launch overhead
-(docs/performance.md), so the CUDA graph alone gains little there. This script times one
+On the GPU the GENN rows are bound by kernel time, not launch overhead (docs/performance.md), so
+the CUDA graph alone gains little there. This script times one
 supervised training step (20 solver iterations, double backward, Adam) of each GENN row at the
 paper's batch size under each lever, against the default, and checks that the loss and the
 parameter gradients stay those of the default eager step:

@@ -74,7 +74,7 @@ def test_fsgd_row(l63_files, small, tmp_path, normalised):
 def test_long_solve_logs_progress(l63_files, small, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(evaluate, "PROGRESS_SECONDS", 0.0)
     caplog.set_level("INFO", logger="fourdvarnet.evaluate")
-    scores, ds = _evaluate("none-rk4-fsgd", l63_files, small, tmp_path)
+    _, ds = _evaluate("none-rk4-fsgd", l63_files, small, tmp_path)
     found = [
         tuple(map(float, m.groups()))
         for m in (
