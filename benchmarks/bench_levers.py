@@ -30,7 +30,7 @@ import types
 
 import torch
 import torch.nn.functional as F
-from bench_step import BATCH, fresh, make_data, timed
+from bench_step import BATCH, eager_step, fresh, make_data, timed
 from torch import nn
 
 from fourdvarnet.fast import GraphedTrainStep, graphs_available
@@ -139,13 +139,7 @@ def run_lever(system, solver, lever, batch, norm, device, reps, n_iter, referenc
             step = GraphedTrainStep(loss_fn, opt, (batch.x, batch.y, batch.mask))
             run = lambda: step(batch.x, batch.y, batch.mask)  # noqa: E731
         else:
-
-            def run():
-                loss = loss_fn(batch.x, batch.y, batch.mask)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                return loss
+            run = lambda: eager_step(loss_fn, opt, batch)  # noqa: E731
 
         loss = run().item()
         grads = [p.grad.detach().clone() for p in model.parameters()]

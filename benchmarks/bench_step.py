@@ -88,6 +88,15 @@ def timed(fn, reps: int, device) -> float:
     return statistics.median(times)
 
 
+def eager_step(loss_fn, opt, b: Split) -> torch.Tensor:
+    """One eager training step on the batch ``b``; returns the loss."""
+    loss = loss_fn(b.x, b.y, b.mask)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def fresh(system, prior, solver, norm, device, seed=0):
     torch.manual_seed(seed)
     exp = Experiment(system, "supervised", prior, solver)
@@ -118,19 +127,11 @@ def bench(system, prior, solver, data, test, norm, device, reps, n_iter):
         return model, opt, loss_fn
 
     model, opt, loss_fn = make(False)
-
-    def eager_step():
-        loss = loss_fn(b.x, b.y, b.mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
-
-    loss_e = eager_step().item()
+    loss_e = eager_step(loss_fn, opt, b).item()
     grads_e = [p.grad.clone() for p in model.parameters() if p.grad is not None]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    out["train_eager"] = timed(eager_step, reps, device)
+    out["train_eager"] = timed(lambda: eager_step(loss_fn, opt, b), reps, device)
     if device.type == "cuda":
         out["mem_eager"] = torch.cuda.max_memory_allocated() / 2**20
     if fast:
