@@ -111,7 +111,7 @@ def apply_lever(lever: str, model: nn.Module, device: torch.device) -> None:
     prior = model.prior
     if lever == "channels-last":
         if not any(p.dim() == 4 for p in prior.parameters()):
-            raise ValueError("channels-last applies to the 2-D (Lorenz-96) GENN only")
+            raise ValueError("channels-last applies to the 2-D (Lorenz-96) model only")
         model.to(memory_format=torch.channels_last)
     elif lever == "matmul-1x1":
         _swap_pointwise(prior)
