@@ -67,7 +67,7 @@ def test_fsgd_row(l63_files, small, tmp_path, normalised):
     x0 = interpolate(test.y, test.mask, fill)
     r0 = float(((x0 - test.x) ** 2).mean()) * norm.std**2
     assert ds.pathway_r_score.values[0] == pytest.approx(r0, rel=1e-5)
-    # the true prior's ODE-score is tiny (one RK4 step of the true model against RK45 data)
+    # the true prior's ODE-score is tiny (one RK4 step of dt against the RK4 truth at dt/5)
     assert scores["ode_score"] < 1e-3
 
 

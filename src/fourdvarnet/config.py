@@ -89,8 +89,7 @@ class DataConfig:
     perturb: list[float] | None = None  # [index, value] added to x0 (L96: [20, 0.01])
     spinup: float = 5.0
     n_steps: int = 20000
-    rtol: float = 1e-3
-    atol: float = 1e-6
+    substeps: int = 5  # RK4 steps of dt / substeps per step dt of the truth
     window: int = 200
     n_train: int = 10000
     n_val: int = 1000
@@ -104,6 +103,12 @@ class DataConfig:
     def check(self, where: str) -> None:
         _check(self.system in SYSTEMS, f"{where}.system", self.system, f"expected one of {SYSTEMS}")
         _check(self.dt > 0, f"{where}.dt", self.dt, "must be positive")
+        _check(
+            isinstance(self.substeps, int) and self.substeps >= 1,
+            f"{where}.substeps",
+            self.substeps,
+            "must be an integer >= 1",
+        )
         _check(self.window >= 2, f"{where}.window", self.window, "must be >= 2")
         for split in ("train", "val", "test"):
             lo, hi = getattr(self, f"{split}_range")
