@@ -100,3 +100,36 @@ def test_cli_unknown_system(config_file, tmp_path, keep_logging):
             ]
         )
     assert not (tmp_path / "d").exists()
+
+
+def test_help_imports_neither_torch_nor_the_pipeline():
+    """``fourdvarnet --help`` answers at once: the heavy modules load inside the commands."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import fourdvarnet.cli as cli\n"
+        "try:\n"
+        "    cli.main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('torch', 'fourdvarnet.pipeline') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "usage: fourdvarnet" in out
+    assert out.strip().endswith("[]"), out
+
+
+def test_log_gets_the_traceback_and_stderr_still_gets_the_log(tmp_path, keep_logging, capfd):
+    cut = tmp_path / "cut.json"
+    cut.write_text('{"r_score": 1.0, "sys')
+    log = tmp_path / "log.txt"
+    args = ["--log", str(log), "table", "--system", "l63", "--scores", str(cut)]
+    with pytest.raises(ValueError, match="cut.json"):
+        main([*args, "--out", str(tmp_path / "t.csv")])
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "not valid JSON" in text
+    assert "not valid JSON" in capfd.readouterr().err  # --log adds the file, keeps the console

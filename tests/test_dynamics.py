@@ -117,7 +117,8 @@ def test_simulate_satisfies_the_ode(system, x0, dt, n):
 
 
 @pytest.mark.parametrize(
-    "system,x0,dt", [("l63", [8.0, 0.0, 30.0], 0.01), ("l96", [8.0] * 20 + [8.01] + [8.0] * 19, 0.05)]
+    "system,x0,dt",
+    [("l63", [8.0, 0.0, 30.0], 0.01), ("l96", [8.0] * 20 + [8.01] + [8.0] * 19, 0.05)],
 )
 def test_one_rk4_step_of_the_prior_lands_on_the_next_truth_state(system, x0, dt):
     """The oracle check: the true RK4 prior is consistent with the truth to < 1e-4 (MSE)."""

@@ -35,6 +35,21 @@ def test_scorer_hand():
     assert res["fourdvar_score"] == pytest.approx(70.0 / 3.0)
     # ODE: the row's prior on the truth, mean x^2 = 7/6, times 4
     assert res["ode_score"] == pytest.approx(14.0 / 3.0)
+    # second differences in time: truth (0, -4), reconstruction (0, -2): roughness 4 / 16
+    assert res["roughness"] == pytest.approx(0.25)
+
+
+def test_scorer_fourdvar_with_the_rows_own_prior():
+    class Half(nn.Module):
+        def forward(self, z):
+            return 0.5 * z
+
+    scorer = Scorer(Zero(), Half(), std=2.0, lambdas=(0.5, 2.0))
+    scorer.add(X_HAT, X, Y, MASK)
+    res = scorer.result()
+    assert res["fourdvar_score"] == pytest.approx(70.0 / 3.0)  # true prior (here Zero)
+    # own prior Phi = x / 2: prior term mean (x_hat / 2)^2 = 13/24; U = 1.5 + 2 * 13/24 = 31/12
+    assert res["fourdvar_score_own"] == pytest.approx(31.0 / 12.0 * 4.0)
 
 
 def test_scorer_accumulates_batches():

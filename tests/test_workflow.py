@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from fourdvarnet.tables import PAPER
+from fourdvarnet.tables import PAPER, row_order
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.workflow
@@ -63,7 +63,8 @@ def snakemake(workdir: Path, *args: str, timeout: float = 900, check: bool = Tru
 def ci_run(tmp_path_factory):
     work = copy_repo(tmp_path_factory.mktemp("ci_preset"))
     start = time.monotonic()
-    snakemake(work, "--cores", "2", "--config", "preset=ci")
+    proc = snakemake(work, "--cores", "2", "--config", "preset=ci")
+    (work / "ci_run.out").write_text(proc.stdout)  # the console: snakemake's and the jobs'
     return work, time.monotonic() - start
 
 
@@ -71,8 +72,10 @@ def ci_run(tmp_path_factory):
 def test_tables_have_every_paper_row_with_finite_scores(ci_run, table, system):
     work, _ = ci_run
     df = pd.read_csv(work / "results" / f"{table}.csv")
-    assert set(df["row"]) == set(PAPER[system])
-    assert list(df["row"]) == list(PAPER[system])  # in the paper's order
+    rows = yaml.safe_load((REPO / "config.yaml").read_text())["experiments"][system]
+    assert set(PAPER[system]) <= set(rows) == set(df["row"])
+    # in the paper's order, the classic baselines after its FSGD row
+    assert list(df["row"]) == [r for r in row_order(system) if r in rows]
     assert (df["preset"] == "ci").all()
     for col in ("r_score_mean", "fourdvar_score_mean", "ode_score_mean"):
         assert all(math.isfinite(v) and v >= 0 for v in df[col]), col
@@ -113,9 +116,10 @@ def test_paper_preset_plans_one_training_job_per_learned_row(tmp_path):
     learned = sum(
         not row.startswith("none-") for rows in cfg["experiments"].values() for row in rows
     )
+    baselines = sum(row.startswith("none-") for rows in cfg["experiments"].values() for row in rows)
     counts = job_counts(out)
     assert counts["train"] == learned == 14
-    assert counts["evaluate"] == learned + 2
+    assert counts["evaluate"] == learned + baselines
 
 
 @pytest.mark.parametrize(
@@ -180,6 +184,76 @@ def test_seeds_from_the_command_line_multiply_the_learned_rows(tmp_path):
     work = copy_repo(tmp_path)
     out = snakemake(work, "-n", "--cores", "1", "--config", "seeds=[0,1]").stdout
     assert job_counts(out)["train"] == 28
+
+
+def test_training_progress_reaches_the_console_and_ci_gets_no_plan_warning(ci_run):
+    work, _ = ci_run
+    out = (work / "ci_run.out").read_text()
+    assert "train l63/supervised-genn-conv/seed0: epoch 1/" in out
+    assert "plan check" not in out
+
+
+def l63_learned_rows() -> int:
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    return sum(not row.startswith("none-") for row in cfg["experiments"]["l63"])
+
+
+@pytest.mark.parametrize("how", ["configfile", "config"])
+def test_a_user_value_wins_over_the_preset(ci_run, how):
+    """The ci preset sets train.l63.epochs: 1; the user's 2 (a file, or a nested --config value,
+    which Snakemake hands over as the string '2') reruns exactly the L63 trainings."""
+    work, _ = ci_run
+    if how == "configfile":
+        (work / "over.yaml").write_text(yaml.safe_dump({"train": {"l63": {"epochs": 2}}}))
+        args = ["--configfile", "over.yaml", "--config", "preset=ci"]
+    else:
+        args = ["--config", "preset=ci", "train={l63: {epochs: 2}}"]
+    out = snakemake(work, "-n", "--cores", "1", *args).stdout
+    assert job_counts(out)["train"] == l63_learned_rows()
+    assert "Params have changed" in out
+
+
+def test_key_order_alone_reruns_nothing(ci_run):
+    work, _ = ci_run
+    original = (work / "config.yaml").read_text()
+    cfg = yaml.safe_load(original)
+
+    def reverse(v):
+        if isinstance(v, dict):
+            return {k: reverse(v[k]) for k in reversed(list(v))}
+        return [reverse(x) for x in v] if isinstance(v, list) else v
+
+    for section in ("data", "model", "train", "evaluate", "presets"):
+        cfg[section] = reverse(cfg[section])
+    try:
+        (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        out = snakemake(work, "-n", "--cores", "1", "--config", "preset=ci").stdout
+    finally:
+        (work / "config.yaml").write_text(original)
+    assert "Nothing to be done" in out, out[-3000:]
+
+
+def test_an_unknown_key_is_refused_in_a_few_lines(tmp_path):
+    work = copy_repo(tmp_path)
+    proc = snakemake(work, "-n", "--cores", "1", "--config", "foo=1", check=False)
+    assert proc.returncode != 0
+    assert "ConfigError" in proc.stdout and "'foo' was unexpected" in proc.stdout
+    assert len(proc.stdout.splitlines()) < 20, proc.stdout  # not the 470-line schema
+
+
+def test_a_corrupt_input_fails_naming_it_with_the_traceback_in_the_log(tmp_path):
+    work = copy_repo(tmp_path)
+    data = work / "results/ci/data/l63_test.nc"
+    snakemake(work, "results/ci/data/l63_test.nc", "--cores", "1", "--config", "preset=ci")
+    blob = data.read_bytes()
+    data.write_bytes(blob[: len(blob) // 2])
+    target = "results/ci/eval/l63/none-rk4-fsgd/seed0.json"
+    proc = snakemake(work, target, "--cores", "1", "--config", "preset=ci", check=False)
+    assert proc.returncode != 0
+    log = (work / "results/ci/logs/evaluate/l63/none-rk4-fsgd/seed0.log").read_text()
+    assert "Traceback (most recent call last)" in log
+    assert "l63_test.nc: unreadable NetCDF file" in log and "simulate" in log
+    assert not (work / target).exists()
 
 
 def job_counts(out: str) -> dict[str, int]:

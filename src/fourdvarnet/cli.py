@@ -8,6 +8,7 @@
     fourdvarnet table --system l63 --scores a.json b.json --out table1.csv
 
 Options shared by all: ``--config config.yaml`` (the workflow's config) and ``--preset NAME``.
+The package's modules (torch) are imported inside the commands, so ``--help`` is fast.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from pathlib import Path
 
 import yaml
 
-from . import pipeline
-from .config import resolve_preset
-
 
 def load_config(path: str | Path, preset: str | None = None) -> dict:
+    from .config import resolve_preset
+
     raw = yaml.safe_load(Path(path).read_text())
     if preset:
         raw["preset"] = preset
@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--preset", default=None, help="preset to apply (default: the config's)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    ap.add_argument("--log", default=None, help="also write the log to this file")
+    ap.add_argument(
+        "--log", default=None, help="also write the log to this file (it goes to stderr anyway)"
+    )
     sub = ap.add_subparsers(dest="stage", required=True)
 
     s = sub.add_parser("simulate", help="generate the twin-experiment data of one system")
@@ -61,7 +63,14 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--out", required=True)
 
     args = ap.parse_args(argv)
-    pipeline.setup_logging(args.log)
+    from . import pipeline
+
+    with pipeline.job_log(args.log, also_stderr=True, tag=args.stage):
+        _run(ap, args, pipeline)
+
+
+def _run(ap: argparse.ArgumentParser, args: argparse.Namespace, pipeline) -> None:
+    """The command ``args.stage``, its log already set up."""
     if args.stage == "table":
         from .tables import write_table
 

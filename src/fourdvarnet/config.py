@@ -9,13 +9,16 @@ a default.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+import yaml
 
 from .dynamics import SYSTEMS
 
 PRIORS = ("rk4", "euler", "genn")
-SOLVERS = ("fsgd", "lstm", "conv", "fixed_point")
+SOLVERS = ("fsgd", "lbfgs", "enks", "lstm", "conv", "fixed_point")
 LEARNED_SOLVERS = ("lstm", "conv")
 SCHEMES = ("none", "unsupervised", "supervised")
 
@@ -204,8 +207,10 @@ class TrainConfig:
     schedule: list[Stage] = field(default_factory=lambda: [Stage(0, 5, 1e-3)])
     prior_lr_factor: float = 0.5  # Phi learns at this fraction of the solver's rate
     prior_weight: float = 0.05  # supervised: weight of each prior term |x - Phi(x)|^2
-    unsup_lambdas: list[float] = field(default_factory=lambda: [0.1, 1.0])  # fixed l1, l2
+    # unsupervised: fixed l1, l2; FSGD's and the 4DVar-score's (the authors trained with 0.1, 1)
+    unsup_lambdas: list[float] = field(default_factory=lambda: [0.01, 1.0])
     learn_lambdas: bool = True  # supervised: l1, l2 learned jointly
+    learn_ode: bool = False  # supervised RK4/Euler rows: learn the ODE parameters jointly
     pretrain_epochs: int = 20  # GENN pre-training on one-step prediction
     pretrain_lr: float = 1e-3
     val_n_iter: int = 20  # solver iterations when scoring the validation split
@@ -247,14 +252,56 @@ class TrainConfig:
 class FsgdConfig:
     """Fixed-step gradient descent baseline (Eq. 5)."""
 
-    step: float = 50.0  # per-sample step on the normalised state
+    step: float | str = "auto"  # per-sample step on the normalised state, or from the curvature
+    step_fraction: float = 0.5  # step = fraction * 2 / lambda_max (largest Hessian eigenvalue)
     n_iter: int = 150000
     batch_size: int = 2000
     lambdas: list[float] = field(default_factory=lambda: [0.01, 1.0])
 
     def check(self, where: str) -> None:
-        _check(self.step > 0, f"{where}.step", self.step, "must be positive")
+        _check(
+            self.step == "auto" or (isinstance(self.step, (int, float)) and self.step > 0),
+            f"{where}.step",
+            self.step,
+            "must be positive or 'auto'",
+        )
+        _check(
+            0 < self.step_fraction < 1,
+            f"{where}.step_fraction",
+            self.step_fraction,
+            "must lie in (0, 1)",
+        )
         _check(self.n_iter >= 1, f"{where}.n_iter", self.n_iter, "must be >= 1")
+        _check(self.batch_size >= 1, f"{where}.batch_size", self.batch_size, "must be >= 1")
+
+
+@dataclass
+class LbfgsConfig:
+    """Weak-constraint 4D-Var by L-BFGS: the same cost as FSGD (true RK4 prior, FSGD's weights)."""
+
+    n_iter: int = 500
+    history: int = 20
+    batch_size: int = 2000
+
+    def check(self, where: str) -> None:
+        for k in ("n_iter", "history", "batch_size"):
+            _check(getattr(self, k) >= 1, f"{where}.{k}", getattr(self, k), "must be >= 1")
+
+
+@dataclass
+class EnksConfig:
+    """Ensemble Kalman smoother (ETKF analysis) with the true RK4 model, no training."""
+
+    members: int = 50
+    inflation: float = 1.02  # multiplicative inflation of the forecast anomalies
+    lag: int | None = None  # smoother lag in steps; None: the whole window
+    batch_size: int = 500
+    seed: int = 0  # draws of the initial ensembles (from the training climatology)
+
+    def check(self, where: str) -> None:
+        _check(self.members >= 2, f"{where}.members", self.members, "must be >= 2")
+        _check(self.inflation >= 1.0, f"{where}.inflation", self.inflation, "must be >= 1")
+        _check(self.lag is None or self.lag >= 0, f"{where}.lag", self.lag, "must be >= 0 or null")
         _check(self.batch_size >= 1, f"{where}.batch_size", self.batch_size, "must be >= 1")
 
 
@@ -266,6 +313,8 @@ class EvalConfig:
     score_lambdas: list[float] = field(default_factory=lambda: [0.01, 1.0])
     batch_size: int = 500
     fsgd: FsgdConfig = field(default_factory=FsgdConfig)
+    lbfgs: LbfgsConfig = field(default_factory=LbfgsConfig)
+    enks: EnksConfig = field(default_factory=EnksConfig)
     fixed_point_iter: int = 100
     device: str = "auto"
 
@@ -307,6 +356,8 @@ _SUBCONFIGS = {
     "ObsConfig": ObsConfig,
     "GennConfig": GennConfig,
     "FsgdConfig": FsgdConfig,
+    "LbfgsConfig": LbfgsConfig,
+    "EnksConfig": EnksConfig,
 }
 
 
@@ -333,15 +384,85 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def resolve_preset(raw: dict) -> dict:
+def resolve_preset(raw: dict, overrides: dict | None = None) -> dict:
     """Apply the preset named by ``raw['preset']`` (from ``raw['presets']``) onto the base config.
 
-    The base config holds the paper's values; a preset overrides some of them. The result no
-    longer holds ``presets``.
+    The base config holds the paper's values; a preset overrides some of them, and
+    ``overrides`` (the user's own values: ``--configfile``, ``--config``) override both, key by
+    key. The result no longer holds ``presets``.
     """
     name = raw.get("preset", "paper")
     presets = raw.get("presets", {})
     if name not in presets:
         raise ConfigError(f"preset = {name!r}: unknown preset; expected one of {sorted(presets)}")
     base = {k: v for k, v in raw.items() if k != "presets"}
-    return deep_merge(base, presets[name] or {})
+    out = deep_merge(base, presets[name] or {})
+    user = {k: v for k, v in (overrides or {}).items() if k != "presets"}
+    return deep_merge(out, user)
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def parse_command_line(values) -> dict:
+    """``--config`` values with the strings nested in them read as YAML scalars.
+
+    Snakemake reads ``--config key=value`` with int, float, bool, then YAML's base loader, which
+    leaves every nested scalar a string: ``'train={l63: {epochs: 3}}'`` gives ``'3'``. Here such
+    strings become what YAML makes of them (``3``, ``1.0e-3``, ``true``; also ``1e-3``, which
+    YAML 1.1 leaves a string); top-level values are kept as Snakemake parsed them.
+    """
+
+    def leaf(v):
+        if isinstance(v, dict):
+            return {k: leaf(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [leaf(x) for x in v]
+        if not isinstance(v, str):
+            return v
+        if _NUMBER.fullmatch(v.strip()):
+            return int(v) if re.fullmatch(r"[-+]?\d+", v.strip()) else float(v)
+        try:
+            parsed = yaml.safe_load(v)
+        except yaml.YAMLError:
+            return v
+        return parsed if isinstance(parsed, (bool, int, float)) or parsed is None else v
+
+    return {k: leaf(v) if isinstance(v, (dict, list)) else v for k, v in dict(values).items()}
+
+
+def user_config(overwrite_config, command_line) -> dict:
+    """The user's values: ``overwrite_config`` (Snakemake's merge of ``--configfile`` files and
+    ``--config``) with the ``--config`` part (``command_line``) parsed by ``parse_command_line``."""
+    return deep_merge(_plain(overwrite_config), parse_command_line(_plain(command_line)))
+
+
+def _plain(v):
+    """Mappings (Snakemake passes immutables.Map) as dicts, recursively."""
+    if hasattr(v, "items"):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def schema_error(err, where: str) -> str:
+    """A one-line message for a jsonschema ``ValidationError``: the key's path, what is wrong,
+    and for an unknown key the keys expected there (not the whole schema and config)."""
+    path = ".".join(str(p) for p in err.absolute_path) or "top level"
+    message = err.message if len(err.message) <= 300 else err.message[:300] + " ..."
+    msg = f"config {where}: {path}: {message}"
+    expected = err.schema.get("properties") if isinstance(err.schema, dict) else None
+    if err.validator == "additionalProperties" and isinstance(expected, dict):
+        msg += f"; expected keys: {', '.join(sorted(expected))}"
+    return msg + " (schema: workflow/schemas/config.schema.yaml)"
+
+
+def canonical(v):
+    """``v`` with every dict's keys sorted (recursively; lists keep their order), so that a
+    change of key order alone does not change a rule's params."""
+    if isinstance(v, dict):
+        return {k: canonical(v[k]) for k in sorted(v, key=str)}
+    if isinstance(v, list):
+        return [canonical(x) for x in v]
+    return v

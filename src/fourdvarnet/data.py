@@ -47,9 +47,7 @@ def true_trajectory(cfg: DataConfig) -> np.ndarray:
     if cfg.perturb is not None:
         index, value = cfg.perturb
         x0[int(index)] += value
-    return simulate(
-        cfg.system, x0, cfg.dt, cfg.n_steps, spinup=cfg.spinup, substeps=cfg.substeps
-    )
+    return simulate(cfg.system, x0, cfg.dt, cfg.n_steps, spinup=cfg.spinup, substeps=cfg.substeps)
 
 
 def observation_mask(cfg: DataConfig, n: int, n_comp: int, rng: np.random.Generator) -> np.ndarray:
@@ -126,9 +124,7 @@ def covariance(a: np.ndarray) -> np.ndarray:
     """Sample covariance of the rows of ``a`` (n, c), without BLAS (``np.cov`` calls ``dot``,
     whose last bits depend on the BLAS kernel): the data files stay bit-identical everywhere."""
     d = a - a.mean(axis=0)
-    return np.stack([(d[:, i : i + 1] * d).sum(axis=0) for i in range(a.shape[1])]) / (
-        len(a) - 1
-    )
+    return np.stack([(d[:, i : i + 1] * d).sum(axis=0) for i in range(a.shape[1])]) / (len(a) - 1)
 
 
 def _describe_obs(cfg: DataConfig) -> str:
@@ -203,8 +199,15 @@ def load_dataset(path: str | Path) -> xr.Dataset:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data file {path} does not exist")
-    with xr.open_dataset(path) as ds:
-        ds = ds.load()
+    try:
+        with xr.open_dataset(path) as ds:
+            ds = ds.load()
+    except (OSError, RuntimeError, ValueError) as e:
+        raise OSError(
+            f"{path}: unreadable NetCDF file, truncated or corrupt ({type(e).__name__}: {e}). "
+            "Split files are written by the workflow's `simulate` rule (or `fourdvarnet "
+            "simulate`): delete it and rerun to write it again."
+        ) from e
     missing = [v for v in REQUIRED_VARS if v not in ds]
     if missing:
         raise ValueError(f"{path}: missing variable(s) {missing}; expected {list(REQUIRED_VARS)}")

@@ -118,6 +118,8 @@ def simulate(
         for _ in range(substeps):
             state = rk4_step(rhs, state, h)
         if not np.isfinite(state).all():
-            raise RuntimeError(f"integration diverged at step {i + 1} (dt={dt}, substeps={substeps})")
+            raise RuntimeError(
+                f"integration diverged at step {i + 1} (dt={dt}, substeps={substeps})"
+            )
         out[i] = state
     return out

@@ -39,6 +39,19 @@ def record_iterations(n_iter: int, log_spaced: bool, n_points: int = 60) -> np.n
     return np.concatenate([[0], pts[pts <= n_iter]])
 
 
+def solve_budget(exp: Experiment, cfg: EvalConfig) -> tuple[int, int]:
+    """Iterations and batch size of the solve that scores row ``exp``."""
+    if exp.solver == "fsgd":
+        return cfg.fsgd.n_iter, cfg.fsgd.batch_size
+    if exp.solver == "lbfgs":
+        return cfg.lbfgs.n_iter, cfg.lbfgs.batch_size
+    if exp.solver == "fixed_point":
+        return cfg.fixed_point_iter, cfg.batch_size
+    if exp.solver == "enks":  # one pass, no iterations
+        return 1, cfg.enks.batch_size
+    return cfg.n_iter, cfg.batch_size
+
+
 def run_solver(
     model: FourDVarNet,
     test: Split,
@@ -48,7 +61,8 @@ def run_solver(
     record_at: np.ndarray,
     device: torch.device,
 ):
-    """Solve every test batch; returns ``x_hat`` (normalised, CPU) and the pathway sums.
+    """Solve every test batch; returns ``x_hat`` (normalised, CPU), the pathway means and the
+    per-window FSGD steps (None for other solvers).
 
     Long solves (the FSGD baseline's many thousand iterations) log their progress at recorded
     iterations, at most once every ``PROGRESS_SECONDS``.
@@ -59,7 +73,7 @@ def run_solver(
     position = {int(k): i for i, k in enumerate(record_at)}
     path_r = np.zeros(len(record_at))
     path_u = np.zeros(len(record_at))
-    outs = []
+    outs, steps = [], []
     parts = batches(len(test), batch_size, None)
     last_log = time.perf_counter()
     for j, idx in enumerate(parts):
@@ -84,7 +98,10 @@ def run_solver(
             x_hat = solve(b.y, b.mask, n_iter, callback=record)
         scorer.add(x_hat, b.x, b.y, b.mask)
         outs.append(x_hat.cpu())
-    return torch.cat(outs), path_r / len(test), path_u / len(test)
+        if getattr(model.solver, "last_step", None) is not None:
+            steps.append(model.solver.last_step.flatten().cpu())
+    steps = torch.cat(steps) if steps else None
+    return torch.cat(outs), path_r / len(test), path_u / len(test), steps
 
 
 def evaluate(
@@ -99,13 +116,7 @@ def evaluate(
 ):
     """Score ``model`` on the (normalised) test split; returns ``(dataset, scores)``."""
     exp.check()
-    fsgd = exp.solver == "fsgd"
-    n_iter = (
-        cfg.fsgd.n_iter
-        if fsgd
-        else (cfg.fixed_point_iter if exp.solver == "fixed_point" else cfg.n_iter)
-    )
-    batch_size = cfg.fsgd.batch_size if fsgd else cfg.batch_size
+    n_iter, batch_size = solve_budget(exp, cfg)
     scorer = Scorer(
         true_prior(exp.system, dt, norm.mean, norm.std).to(device),
         model.prior.to(device),
@@ -114,10 +125,14 @@ def evaluate(
     )
     record_at = record_iterations(n_iter, log_spaced=n_iter > 100)
     t0 = time.perf_counter()
-    x_hat, path_r, path_u = run_solver(model, test, n_iter, batch_size, scorer, record_at, device)
+    x_hat, path_r, path_u, steps = run_solver(
+        model, test, n_iter, batch_size, scorer, record_at, device
+    )
     seconds = time.perf_counter() - t0
     scores = scorer.result()
     scores.update(n_iter=n_iter, seconds=seconds)
+    if steps is not None:  # FSGD: the per-window steps actually used
+        scores.update(fsgd_step_median=float(steps.median()), fsgd_step_min=float(steps.min()))
     log.info("%s: %s", exp.name, ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
 
     phys = lambda t: norm.decode(t).numpy().transpose(0, 2, 1)  # noqa: E731

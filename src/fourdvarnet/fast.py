@@ -111,6 +111,7 @@ class GraphedIteration:
         self.solver, self.cost = solver, cost
         self.y, self.mask, self.x = y.clone(), mask.clone(), x0.detach().clone()
         self.state = solver.init_state(self.x)
+        self._prepare(x0)
         self.initial = solver.grad_norm == "initial"
         with torch.no_grad():
             self.norm = self._first(x0)[2] if self.initial else None
@@ -126,6 +127,12 @@ class GraphedIteration:
                 cost, self.x, self.y, self.mask, self.state, self.norm
             )
 
+    def _prepare(self, x0) -> None:
+        """Per-batch set-up outside the graph (FSGD's curvature-based steps, updated in place)."""
+        prepare = getattr(self.solver, "prepare", None)
+        if prepare is not None:
+            prepare(self.cost, x0, self.y, self.mask)
+
     def _first(self, x0):
         return self.solver.iterate(
             self.cost, x0.detach().clone(), self.y, self.mask, self.solver.init_state(x0), None
@@ -137,6 +144,7 @@ class GraphedIteration:
         self.mask.copy_(mask)
         self.x.copy_(x0)
         _copy(self.state, self.solver.init_state(x0))
+        self._prepare(x0)
         start = 0
         if self.initial and n_iter > 0:
             x, state, norm = self._first(x0)

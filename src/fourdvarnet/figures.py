@@ -45,11 +45,19 @@ def load_evals(evals: Mapping[str, str | Path]) -> dict[str, xr.Dataset]:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"evaluation file for row {label!r} not found: {path}")
-        with xr.open_dataset(path) as ds:
-            missing = [v for v in REQUIRED if v not in ds]
-            if missing:
-                raise ValueError(f"{path} (row {label!r}) lacks variable(s) {missing}")
-            out[label] = ds.load()
+        try:
+            with xr.open_dataset(path) as ds:
+                ds = ds.load()
+        except (OSError, RuntimeError, ValueError) as e:
+            raise OSError(
+                f"{path} (row {label!r}): unreadable NetCDF file, truncated or corrupt "
+                f"({type(e).__name__}: {e}); it is written by the workflow's `evaluate` rule: "
+                "delete it and rerun"
+            ) from e
+        missing = [v for v in REQUIRED if v not in ds]
+        if missing:
+            raise ValueError(f"{path} (row {label!r}) lacks variable(s) {missing}")
+        out[label] = ds
     first_label, first = next(iter(out.items()))
     for label, ds in out.items():
         if ds["x"].shape != first["x"].shape or not np.allclose(ds["x"], first["x"]):
@@ -93,7 +101,8 @@ def _pathway(ax, dsets, styles, var: str, ylabel: str) -> None:
     """One energy pathway per row against iteration + 1 (iteration 0: interpolated state)."""
     for label, ds in dsets.items():
         it = ds["iteration"].values
-        ax.plot(it + 1, ds[var].values, label=label, lw=1.8, **styles[label])
+        marker = "o" if len(it) <= 2 else None  # one-pass methods: first guess and result
+        ax.plot(it + 1, ds[var].values, label=label, lw=1.8, marker=marker, **styles[label])
     ax.set_xscale("log")
     ax.set_yscale("log")
     plain = mticker.FuncFormatter(lambda v, _: f"{v:g}")

@@ -3,8 +3,11 @@
 * R-score: mean squared error of the reconstruction against the truth, over all components and
   time steps (also over observed and unobserved entries separately);
 * 4DVar-score: U_Phi(x_hat, y, Omega) with l1 = 0.01, l2 = 1 and Phi the true RK4 model, the same
-  for every row;
-* ODE-score: mean squared error of the row's own one-step prior on the truth, |x - Phi(x)|^2.
+  for every row (comparable across rows); ``fourdvar_score_own`` uses the row's own prior instead
+  (the cost the row's solver actually sees, up to its weights);
+* ODE-score: mean squared error of the row's own one-step prior on the truth, |x - Phi(x)|^2;
+* roughness: mean squared second difference in time of the reconstruction divided by that of the
+  truth (1: as smooth as the dynamics; a sawtooth of the solver's steps gives values >> 1).
 
 Inputs are normalised tensors ``(batch, component, time)``; ``std`` (the normalisation scale)
 turns the squared errors back into physical units.
@@ -18,6 +21,11 @@ from torch import nn
 from .cost import VariationalCost, prior_term
 
 
+def second_difference(x: torch.Tensor) -> torch.Tensor:
+    """``x(t+1) - 2 x(t) + x(t-1)`` along time (the last dimension)."""
+    return x[..., 2:] - 2 * x[..., 1:-1] + x[..., :-2]
+
+
 class Scorer:
     """Accumulates the table scores over batches of the test set."""
 
@@ -25,8 +33,10 @@ class Scorer:
         self, true_prior: nn.Module, row_prior: nn.Module, std: float, lambdas=(0.01, 1.0)
     ):
         self.fourdvar = VariationalCost(true_prior, *lambdas)
+        self.fourdvar_own = VariationalCost(row_prior, *lambdas)
         self.row_prior, self.std = row_prior, std
-        self.sums = {k: 0.0 for k in ("r", "r_obs", "r_unobs", "fourdvar", "ode")}
+        keys = ("r", "r_obs", "r_unobs", "fourdvar", "fourdvar_own", "ode", "curv_hat", "curv")
+        self.sums = {k: 0.0 for k in keys}
         self.counts = {"n": 0, "obs": 0.0, "unobs": 0.0}
 
     @torch.no_grad()
@@ -37,7 +47,10 @@ class Scorer:
         s["r_obs"] += float((err * mask).sum())
         s["r_unobs"] += float((err * (1 - mask)).sum())
         s["fourdvar"] += float(self.fourdvar(x_hat, y, mask).sum())
+        s["fourdvar_own"] += float(self.fourdvar_own(x_hat, y, mask).sum())
         s["ode"] += float(prior_term(x, self.row_prior).sum())
+        s["curv_hat"] += float(second_difference(x_hat).pow(2).sum())
+        s["curv"] += float(second_difference(x).pow(2).sum())
         self.counts["n"] += x.shape[0]
         self.counts["obs"] += float(mask.sum())
         self.counts["unobs"] += float((1 - mask).sum())
@@ -49,5 +62,7 @@ class Scorer:
             "r_score_observed": s["r_obs"] / max(self.counts["obs"], 1.0) * v,
             "r_score_unobserved": s["r_unobs"] / max(self.counts["unobs"], 1.0) * v,
             "fourdvar_score": s["fourdvar"] / n * v,
+            "fourdvar_score_own": s["fourdvar_own"] / n * v,
             "ode_score": s["ode"] / n * v,
+            "roughness": s["curv_hat"] / max(s["curv"], 1e-30),
         }

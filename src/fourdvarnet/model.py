@@ -50,16 +50,20 @@ def build_model(
     model: ModelConfig,
     lambdas=(1.0, 1.0),
     learn_lambdas: bool = False,
-    fsgd_step: float = 1.0,
+    fsgd_step: float | str = 1.0,
+    fsgd_fraction: float = 0.5,
+    solver: nn.Module | None = None,
 ) -> FourDVarNet:
-    """Assemble the row ``exp``: prior, cost weights and solver."""
+    """Assemble the row ``exp``: prior, cost weights and solver (built from ``exp`` and ``model``
+    unless given, as the ensemble smoother, which needs the data's climatology)."""
     exp.check()
     if exp.scheme == "none" and exp.prior == "rk4":
         prior = true_prior(exp.system, dt, norm.mean, norm.std)
     else:
         prior = build_prior(exp.prior, exp.system, dt, norm.mean, norm.std, model)
     cost = VariationalCost(prior, *lambdas, learn_lambdas=learn_lambdas)
-    solver = build_solver(exp.solver, exp.system, model, fsgd_step)
+    if solver is None:
+        solver = build_solver(exp.solver, exp.system, model, fsgd_step, fsgd_fraction)
     return FourDVarNet(cost, solver, fill)
 
 

@@ -7,6 +7,7 @@ complete.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -26,6 +27,7 @@ from .config import (
     train_config,
 )
 from .data import Normalizer, load_split, make_splits, write_netcdf
+from .enks import EnKSSolver
 from .evaluate import evaluate
 from .model import build_model, load_checkpoint, save_checkpoint
 from .training import pick_device, seed_everything, train
@@ -33,19 +35,44 @@ from .training import pick_device, seed_everything, train
 log = logging.getLogger("fourdvarnet")
 
 
-def setup_logging(path: str | Path | None = None) -> None:
-    """Log one timestamped line per message to ``path`` when given (a job's log), else stderr."""
+def setup_logging(path: str | Path | None = None, also_stderr: bool = False, tag: str = "") -> None:
+    """Log one timestamped line per message to ``path`` when given (a job's log), else stderr.
+
+    With ``also_stderr`` the messages go to both: the file as without it, stderr (the console
+    of a local Snakemake run) as short lines starting with ``tag`` (e.g. the job's name).
+    """
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handlers: list[logging.Handler] = []
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(path, mode="w")
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    logging.basicConfig(
-        level=logging.INFO,
-        handlers=[handler],
-        force=True,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+        handlers.append(logging.FileHandler(path, mode="w"))
+        handlers[-1].setFormatter(logging.Formatter(fmt))
+    if also_stderr or not path:
+        console = logging.StreamHandler(sys.stderr)
+        short = f"%(asctime)s {tag}: %(message)s" if tag else "%(asctime)s %(message)s"
+        console.setFormatter(logging.Formatter(short if path else fmt, datefmt="%H:%M:%S"))
+        handlers.append(console)
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
+
+
+@contextlib.contextmanager
+def job_log(path: str | Path | None = None, also_stderr: bool = False, tag: str = ""):
+    """``setup_logging``, then run the block; an uncaught exception is written to the log with
+    its traceback (Snakemake shows it on the console only) and raised again.
+
+        with job_log(snakemake.log[0]):
+            train_row(...)
+    """
+    setup_logging(path, also_stderr=also_stderr, tag=tag)
+    try:
+        yield
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            log.error("exited with status %s", e.code)
+        raise
+    except BaseException as e:
+        log.exception("failed: %s: %s", type(e).__name__, e)
+        raise
 
 
 def set_threads(threads: int | None) -> None:
@@ -156,7 +183,18 @@ def evaluate_row(
         if checkpoint:
             raise ValueError(f"row {row!r} is not learned and takes no checkpoint")
         mcfg = from_dict(ModelConfig, model_cfg, f"model.{system}")
-        model = build_model(exp, dt, norm, fill, mcfg, ecfg.fsgd.lambdas, fsgd_step=ecfg.fsgd.step)
+        solver = ensemble_smoother(ecfg, test.attrs, norm) if exp.solver == "enks" else None
+        model = build_model(
+            exp,
+            dt,
+            norm,
+            fill,
+            mcfg,
+            ecfg.fsgd.lambdas,
+            fsgd_step=ecfg.fsgd.step,
+            fsgd_fraction=ecfg.fsgd.step_fraction,
+            solver=solver,
+        )
     else:
         if not checkpoint:
             raise ValueError(f"row {row!r} is learned: evaluation needs its checkpoint")
@@ -166,6 +204,8 @@ def evaluate_row(
             raise ValueError(f"checkpoint {checkpoint} holds {stored.name}, not {exp.name}")
         record = ckpt["train_record"]
         extra = {"val_r_score": record["val_r_score"], "best_epoch": record["best_epoch"]}
+        if "seconds" in record:  # wall time of the training job (pre-training included)
+            extra["train_seconds"] = record["seconds"]
     log.info("evaluating %s on %s", exp.name, device)
     ds, scores = evaluate(
         model, exp, test, norm, dt, ecfg, device, {"checkpoint": str(checkpoint or ""), **extra}
@@ -180,9 +220,22 @@ def evaluate_row(
         seed=exp.seed,
         device=str(device),
     )
+    check_scores(scores, row)
     write_netcdf(ds, output)
     _write_json(scores, scores_path)
     return scores
+
+
+def ensemble_smoother(ecfg: EvalConfig, attrs: dict, norm: Normalizer) -> EnKSSolver:
+    """The EnKS of ``evaluate.<system>.enks``, its initial ensembles drawn from the training
+    climatology and its observation error from the data file's attributes."""
+    mean0 = np.asarray(attrs["train_component_mean"], dtype=np.float64)
+    cov0 = np.asarray(attrs["train_component_cov"], dtype=np.float64).reshape(len(mean0), -1)
+    c = ecfg.enks
+    return EnKSSolver(
+        mean0, cov0, float(attrs["noise_var"]), c.members, c.inflation, c.lag, c.seed,
+        norm.mean, norm.std,
+    )  # fmt: skip
 
 
 def _write_json(obj, path) -> None:
@@ -191,3 +244,33 @@ def _write_json(obj, path) -> None:
     tmp = path.with_name(path.name + ".part")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+class ScoreError(ValueError):
+    """A score of a table row is not a finite number: the row's run diverged."""
+
+
+def check_scores(scores: dict, row: str) -> None:
+    """Refuse non-finite scores (NaN, inf) before anything is written, naming the row, the
+    scores and the likely cause, so that a diverged run never reaches a table."""
+    bad = {
+        k: v
+        for k, v in scores.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not np.isfinite(v)
+    }
+    if not bad:
+        return
+    system = scores.get("system", "<system>")
+    solver = scores.get("solver") or row.rsplit("-", 1)[-1]
+    causes = {
+        "fsgd": "fixed-step gradient descent diverged: its step is too large for the cost's "
+        f"curvature; lower evaluate.{system}.fsgd.step",
+        "fixed_point": "the fixed-point iterations diverged; lower "
+        f"evaluate.{system}.fixed_point_iter or check the prior",
+        "conv": "the learned solver diverged at test time; lower evaluate."
+        f"{system}.n_iter (towards the training schedule's n_iter) or see its training log",
+    }
+    causes["lstm"] = causes["conv"]
+    cause = causes.get(solver, f"the {solver!r} solver diverged; check evaluate.{system}")
+    shown = ", ".join(f"{k}={v}" for k, v in bad.items())
+    raise ScoreError(f"row {row!r} ({system}): non-finite score(s) {shown}. Likely cause: {cause}.")

@@ -4,11 +4,15 @@ Every solver has the same call, ``solver(cost, x0, y, mask, n_iter, callback=Non
 The gradient-based ones differ only in ``update(x, g, state)``, the map from the state and the
 gradient ``g = grad_x U_Phi(x, y, Omega)`` (from autograd) to the next state:
 
-* ``FSGD``: fixed-step gradient descent, ``x <- x - alpha g`` (paper Eq. 5);
+* ``FSGD``: fixed-step gradient descent, ``x <- x - alpha g`` (paper Eq. 5), with ``alpha`` given
+  or taken from the cost's curvature (``step='auto'``: a fraction of the stability limit
+  ``2 / lambda_max``, the largest Hessian eigenvalue by power iteration);
 * ``LSTMSolver`` (aG-LSTM, Eq. 11): a ConvLSTM fed with the normalised gradient,
   ``x <- x - L(h)``;
 * ``ConvSolver`` (aG-Conv, Eq. 12): a CNN over ``cat(previous update, normalised gradient)``,
   with an atan-bounded step;
+* ``LBFGSSolver``: weak-constraint 4D-Var minimised by L-BFGS with a strong-Wolfe line search
+  (``torch.optim.LBFGS``), the classic baseline beside FSGD;
 * ``FixedPointSolver`` (slides): ``x <- Phi(x)`` on the unobserved entries, observations
   re-imposed; it needs no gradient.
 
@@ -19,6 +23,7 @@ detached and no graph is kept.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -90,17 +95,136 @@ class Solver(nn.Module):
         return x
 
 
-class FSGD(Solver):
-    """Fixed-step gradient descent on U_Phi (Eq. 5); the step applies to each sequence's cost."""
+def largest_hessian_eigenvalue(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_iter: int = 50, seed: int = 0
+) -> torch.Tensor:
+    """Largest eigenvalue of the Hessian of each sequence's ``fn`` at ``x``, by power iteration.
 
-    def __init__(self, step: float):
+    ``fn(x)`` returns one scalar per sequence (shape ``(batch,)``) that depends on its own
+    sequence only, so one Hessian-vector product of ``fn(x).sum()`` (double backward) applies
+    every sequence's Hessian at once. Returns ``(batch,)``: the Rayleigh quotient of the last
+    iterate, which for a positive semi-definite Hessian increases to ``lambda_max``. The start
+    vector is the same pseudo-random pattern for every sequence, so the result does not depend
+    on the batch a sequence sits in.
+    """
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(fn(x).sum(), x, create_graph=True)
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(x.shape[1:], generator=gen, dtype=x.dtype).to(x.device).expand_as(x)
+    lam = x.new_zeros(x.shape[0])
+    for _ in range(n_iter):
+        v = v / v.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *[1] * (x.dim() - 1))
+        (hv,) = torch.autograd.grad(g, x, v, retain_graph=True)
+        lam = (hv * v).flatten(1).sum(dim=1)
+        v = hv
+    return lam.detach()
+
+
+class FSGD(Solver):
+    """Fixed-step gradient descent on U_Phi (Eq. 5); the step applies to each sequence's cost.
+
+    ``step='auto'`` takes, for each sequence, ``fraction * 2 / lambda_max`` with ``lambda_max``
+    the largest Hessian eigenvalue of its cost at the initial state (gradient descent on a
+    quadratic converges for steps below ``2 / lambda_max``). ``prepare`` sets the steps of a
+    batch (``forward`` calls it); they stay in one tensor per batch size, updated in place, so a
+    captured CUDA graph of ``update`` reads the current batch's steps. The steps of the last
+    solve are in ``last_step``.
+    """
+
+    def __init__(self, step: float | str, fraction: float = 0.5):
         super().__init__(grad_norm="none")
-        if not step > 0:
-            raise ValueError(f"FSGD step must be positive, got {step}")
-        self.step = float(step)
+        if step != "auto" and not (isinstance(step, (int, float)) and step > 0):
+            raise ValueError(f"FSGD step must be positive or 'auto', got {step!r}")
+        if not 0 < fraction < 1:
+            raise ValueError(f"FSGD step fraction must lie in (0, 1), got {fraction}")
+        self.step = step if step == "auto" else float(step)
+        self.fraction = float(fraction)
+        self.last_step: torch.Tensor | None = None
+        self._steps: dict[tuple, torch.Tensor] = {}
+
+    def prepare(self, cost, x0, y, mask) -> None:
+        """Set the per-window steps of the batch ``x0`` (``last_step``, shape (batch, 1, 1))."""
+        if self.step == "auto":
+            lam = largest_hessian_eigenvalue(lambda z: cost(z, y, mask), x0)
+            step = (2.0 * self.fraction / lam.clamp_min(1e-12)).view(-1, 1, 1)
+        else:
+            step = x0.new_full((x0.shape[0], 1, 1), self.step)
+        key = (x0.shape[0], x0.device, x0.dtype)
+        if key in self._steps:
+            self._steps[key].copy_(step)
+        else:
+            self._steps[key] = step
+        self.last_step = self._steps[key]
+
+    def forward(self, cost, x0, y, mask, n_iter, callback=None):
+        self.prepare(cost, x0, y, mask)
+        return super().forward(cost, x0, y, mask, n_iter, callback)
 
     def update(self, x, g, state):
-        return x - self.step * g, state
+        return x - self._steps[(x.shape[0], x.device, x.dtype)] * g, state
+
+
+class LBFGSSolver(nn.Module):
+    """Weak-constraint 4D-Var by L-BFGS (strong-Wolfe line search) on the summed per-window cost.
+
+    The windows are independent, so the sum of their costs is minimised jointly; ``n_iter``
+    counts L-BFGS iterations (each may evaluate the cost several times in its line search).
+    ``callback(k, x)`` is called after each iteration, as for the other solvers. The objective
+    is the sum of the costs times the entries of a window (sums of squares rather than means):
+    the minimiser is the same, and ``torch.optim.LBFGS``'s absolute thresholds (a curvature pair
+    is kept only if ``y.s > 1e-10``) then apply to gradients of order one, not of order 1e-6.
+    It is computed in float64 on a copy of the cost: the line search compares values of a sum
+    over the batch, whose float32 rounding stalls it far from the minimum.
+    """
+
+    def __init__(self, history: int = 20):
+        super().__init__()
+        self.history = int(history)
+
+    def forward(self, cost, x0, y, mask, n_iter, callback=None):
+        dtype = x0.dtype
+        cost = copy.deepcopy(cost).double()
+        y, mask = y.double(), mask.double()
+        x = x0.detach().double().requires_grad_(True)
+
+        def new_optimizer():
+            return torch.optim.LBFGS(
+                [x],
+                lr=1.0,
+                max_iter=1,
+                history_size=self.history,
+                line_search_fn="strong_wolfe",
+                tolerance_grad=0.0,
+                tolerance_change=0.0,
+            )
+
+        opt = new_optimizer()
+
+        scale = float(x0[0].numel())
+
+        def closure():
+            opt.zero_grad()
+            u = cost(x, y, mask).sum() * scale
+            u.backward()
+            return u
+
+        converged = False
+        with torch.enable_grad():
+            for k in range(n_iter):
+                if not converged:
+                    before = x.detach().clone()
+                    opt.step(closure)
+                    if torch.equal(x.detach(), before):
+                        # the line search found no decrease along the quasi-Newton direction
+                        # (a poor curvature memory on this non-convex cost): forget it and take
+                        # a steepest-descent step; if that fails too, the minimum is reached
+                        opt = new_optimizer()
+                        opt.step(closure)
+                        converged = torch.equal(x.detach(), before)
+                if callback is not None:
+                    callback(k + 1, x.detach().to(dtype))
+        return x.detach().to(dtype)
 
 
 class ConvLSTMCell(nn.Module):
@@ -151,7 +275,8 @@ class ConvSolver(Solver):
 
     ``C`` is three kernel-3 convolutions with ReLUs (2C -> 8C -> 16C -> C channels), ``M`` a 1x1
     convolution and ``A`` a 1x1 convolution started at the identity; the atan bounds each step to
-    ``b pi / 2`` in normalised units.
+    ``b pi / 2`` in normalised units. No layer has a bias, as in the authors' solver: a zero
+    gradient and a zero previous update give a zero step.
     """
 
     def __init__(
@@ -170,7 +295,7 @@ class ConvSolver(Solver):
         sizes = [2 * cin, *(w * cin for w in widths), cin]
         layers = []
         for a, b in zip(sizes[:-1], sizes[1:]):
-            layers += [Conv(dims, a, b, kernel, bias=True), nn.ReLU()]
+            layers += [Conv(dims, a, b, kernel), nn.ReLU()]
         self.net = nn.Sequential(*layers[:-1])
         self.mix = pointwise(dims, cin, cin)
         self.out = pointwise(dims, cin, cin)
@@ -201,15 +326,21 @@ class FixedPointSolver(nn.Module):
 
 
 def build_solver(
-    name: str, system: str, model: ModelConfig | None = None, fsgd_step: float = 1.0
+    name: str,
+    system: str,
+    model: ModelConfig | None = None,
+    fsgd_step: float | str = 1.0,
+    fsgd_fraction: float = 0.5,
 ) -> nn.Module:
-    """The solver ``name`` ('fsgd', 'lstm', 'conv' or 'fixed_point') for ``system``."""
+    """The solver ``name`` ('fsgd', 'lbfgs', 'lstm', 'conv' or 'fixed_point') for ``system``."""
     model = model or ModelConfig()
     if system not in LAYOUT:
         raise ValueError(f"unknown system {system!r}; expected one of {tuple(LAYOUT)}")
     dims, channels = LAYOUT[system]
     if name == "fsgd":
-        return FSGD(fsgd_step)
+        return FSGD(fsgd_step, fsgd_fraction)
+    if name == "lbfgs":
+        return LBFGSSolver()
     if name == "lstm":
         return LSTMSolver(
             dims, channels, model.lstm_hidden, model.kernel, model.grad_norm, model.init_step

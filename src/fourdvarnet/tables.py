@@ -33,12 +33,53 @@ PAPER = {
     },
 }
 
-SCORES = ("r_score", "fourdvar_score", "ode_score", "r_score_observed", "r_score_unobserved")
+#: Score columns: the 4DVar-score with the true RK4 prior (comparable across rows) and with the
+#: row's own prior (``_own``; the paper's unsupervised GENN value suggests it used this one).
+SCORES = (
+    "r_score",
+    "fourdvar_score",
+    "fourdvar_score_own",
+    "ode_score",
+    "r_score_observed",
+    "r_score_unobserved",
+    "roughness",
+)
+
+
+#: Rows beyond the paper, placed after its FSGD row: classic data-assimilation baselines.
+BASELINES = ("none-rk4-lbfgs", "none-rk4-enks")
+
+#: Cost columns: wall time of the row's evaluation and, for learned rows, of its training.
+SECONDS = ("seconds", "train_seconds")
+
+
+def row_order(system: str) -> list[str]:
+    """The paper's rows of ``system`` in its order, the classic baselines after its FSGD row."""
+    rows = list(PAPER.get(system, {}))
+    at = rows.index("none-rk4-fsgd") + 1 if "none-rk4-fsgd" in rows else 0
+    return rows[:at] + list(BASELINES) + rows[at:]
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def make_table(score_files: list[str | Path], system: str) -> pd.DataFrame:
     """One line per row (scheme-prior-solver): mean and std over seeds, and the paper's numbers."""
-    recs = [json.loads(Path(f).read_text()) for f in score_files]
+    recs = []
+    for f in score_files:
+        try:
+            rec = json.loads(Path(f).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(
+                f"score file {f} is not valid JSON, truncated or corrupt ({e}); it is written by "
+                "the workflow's `evaluate` rule: delete it and rerun"
+            ) from e
+        bad = {k: rec.get(k) for k in (*SCORES, "val_r_score") if k in rec}
+        bad = {k: v for k, v in bad.items() if not _finite(v)}
+        if bad:
+            raise ValueError(f"score file {f}: non-finite score(s) {bad}; it cannot go in a table")
+        recs.append(rec)
     if not recs:
         raise ValueError("no score files given")
     df = pd.DataFrame(recs)
@@ -48,16 +89,18 @@ def make_table(score_files: list[str | Path], system: str) -> pd.DataFrame:
     df["row"] = df["scheme"] + "-" + df["prior"] + "-" + df["solver"]
     agg = {"n_seeds": ("seed", "nunique")}
     for s in SCORES:
-        agg[f"{s}_mean"] = (s, "mean")
-        agg[f"{s}_std"] = (s, lambda v: float(v.std(ddof=0)))
-    if "val_r_score" in df:
-        agg["val_r_score_mean"] = ("val_r_score", "mean")
+        if s in df:
+            agg[f"{s}_mean"] = (s, "mean")
+            agg[f"{s}_std"] = (s, lambda v: float(v.std(ddof=0)))
+    for s in ("val_r_score", *SECONDS):
+        if s in df:
+            agg[f"{s}_mean"] = (s, "mean")
     table = df.groupby(["row", "scheme", "prior", "solver"], sort=False).agg(**agg).reset_index()
     paper = PAPER.get(system, {})
     table["paper_r_score"] = [paper.get(r, (math.nan,) * 3)[0] for r in table["row"]]
     table["paper_fourdvar_score"] = [paper.get(r, (math.nan,) * 3)[1] for r in table["row"]]
     table["paper_ode_score"] = [paper.get(r, (None, None, ""))[2] for r in table["row"]]
-    order = {r: i for i, r in enumerate(paper)}
+    order = {r: i for i, r in enumerate(row_order(system))}
     table = table.sort_values("row", key=lambda s: s.map(lambda r: order.get(r, len(order))))
     return table.reset_index(drop=True)
 

@@ -1,14 +1,46 @@
 # Configuration, wildcards and input functions shared by the rules.
 
+import sys
+
+import jsonschema
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from fourdvarnet.config import resolve_preset
+from fourdvarnet.config import (
+    ConfigError,
+    canonical,
+    deep_merge,
+    resolve_preset,
+    schema_error,
+    user_config,
+)
+from fourdvarnet.plan import plan_warning
 
+
+def validate_config(cfg, where):
+    """The schema check, failing with one line naming the key instead of the whole schema."""
+    try:
+        validate(cfg, schema="../schemas/config.schema.yaml")
+    except WorkflowError as e:
+        if not isinstance(e.__context__, jsonschema.ValidationError):
+            raise
+        raise ConfigError(schema_error(e.__context__, where)) from None
+
+
+# The user's values (--configfile files, then --config with its nested strings read as YAML)
+# win over the preset, key by key.
+USER_CONFIG = user_config(
+    workflow.config_settings.overwrite_config, workflow.config_settings.config
+)
+config.update(deep_merge(config, USER_CONFIG))
 # Refuse a bad configuration before any job: once as given (types, ranges, names, the preset),
 # once with the preset applied (the values the jobs will see).
-validate(config, schema="../schemas/config.schema.yaml")
-CFG = resolve_preset(config)
-validate(CFG, schema="../schemas/config.schema.yaml")
+validate_config(config, "as given")
+CFG = resolve_preset(config, overrides=USER_CONFIG)
+validate_config(CFG, f"with preset {CFG.get('preset')!r} applied")
+# Rules pass these sub-trees as params: sorted keys, so that key order alone never reruns a job.
+for section in ("data", "model", "train", "evaluate"):
+    CFG[section] = canonical(CFG[section])
 
 PRESET = CFG["preset"]
 SEEDS = [int(seed) for seed in CFG["seeds"]]  # --config gives strings
@@ -23,7 +55,7 @@ FIGURES = {
 wildcard_constraints:
     preset=r"[A-Za-z0-9_]+",
     system="l63|l96",
-    row=r"(none|unsupervised|supervised)-(rk4|euler|genn)-(fsgd|fixed_point|conv|lstm)",
+    row=r"(none|unsupervised|supervised)-(rk4|euler|genn)-(fsgd|lbfgs|enks|bayes|fixed_point|conv|lstm)",
     seed=r"\d+",
     split="train|val|test",
 
@@ -73,3 +105,27 @@ def all_outputs():
         for ext in ("pdf", "png")
     ]
     return tables + figures
+
+
+def warn_if_cpu_training():
+    """Plan check (fourdvarnet.plan): one warning on stderr when this local run would train for
+    hours on the CPU. It runs as the onstart hook: only then does Snakemake 9 know the executor
+    (workflow.local_exec is False for SLURM and other executor plugins, whose jobs run elsewhere),
+    and hooks run neither in dry runs nor in the jobs an executor spawns (--no-hooks)."""
+    if not (workflow.is_main_process and workflow.local_exec) or workflow.touch:
+        return
+    try:
+        jobs = [
+            (job.wildcards.system, job.wildcards.row)
+            for job in workflow.dag.needrun_jobs()
+            if job.rule.name == "train"
+        ]
+    except Exception:  # the DAG's internals: fall back to every training job of the preset
+        jobs = None
+    message = plan_warning(CFG, jobs=jobs, cores=workflow.resource_settings.cores)
+    if message:
+        print(message, file=sys.stderr, flush=True)
+
+
+onstart:
+    warn_if_cpu_training()

@@ -1,19 +1,19 @@
 """Snakemake adapter: score one table row on the test split (fourdvarnet.pipeline.evaluate_row)."""
 
-from fourdvarnet.pipeline import evaluate_row, setup_logging
+from fourdvarnet.pipeline import evaluate_row, job_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-setup_logging(sm.log[0])
 w = sm.wildcards
-evaluate_row(
-    w.row,
-    w.system,
-    int(w.seed),
-    sm.input.test,
-    sm.params.model,
-    sm.params.evaluate,
-    sm.output.recon,
-    sm.output.scores,
-    checkpoint=sm.input.checkpoint or None,
-    threads=sm.threads,
-)
+with job_log(sm.log[0]):
+    evaluate_row(
+        w.row,
+        w.system,
+        int(w.seed),
+        sm.input.test,
+        sm.params.model,
+        sm.params.evaluate,
+        sm.output.recon,
+        sm.output.scores,
+        checkpoint=sm.input.checkpoint or None,
+        threads=sm.threads,
+    )

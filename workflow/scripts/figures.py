@@ -1,14 +1,14 @@
 """Snakemake adapter: render one of Figures 2-4 (fourdvarnet.figures)."""
 
 from fourdvarnet import figures
-from fourdvarnet.pipeline import setup_logging
+from fourdvarnet.pipeline import job_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-setup_logging(sm.log[0])
-render = getattr(figures, sm.params.figure)
-render(
-    dict(zip(sm.params.labels, sm.input.evals, strict=True)),
-    sm.output.pdf,
-    sm.output.png,
-    preset=sm.params.preset,
-)
+with job_log(sm.log[0]):
+    render = getattr(figures, sm.params.figure)
+    render(
+        dict(zip(sm.params.labels, sm.input.evals, strict=True)),
+        sm.output.pdf,
+        sm.output.png,
+        preset=sm.params.preset,
+    )

@@ -1,8 +1,8 @@
 """Snakemake adapter: gather the score files of one table (fourdvarnet.tables.write_table)."""
 
-from fourdvarnet.pipeline import setup_logging
+from fourdvarnet.pipeline import job_log
 from fourdvarnet.tables import write_table
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-setup_logging(sm.log[0])
-write_table(sm.input.scores, sm.params.system, sm.output[0], preset=sm.params.preset)
+with job_log(sm.log[0]):
+    write_table(sm.input.scores, sm.params.system, sm.output[0], preset=sm.params.preset)

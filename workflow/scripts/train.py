@@ -1,18 +1,21 @@
-"""Snakemake adapter: train one table row (fourdvarnet.pipeline.train_row)."""
+"""Snakemake adapter: train one table row (fourdvarnet.pipeline.train_row).
 
-from fourdvarnet.pipeline import setup_logging, train_row
+Its log lines (one per epoch) also go to stderr, which a local run shows on the console.
+"""
+
+from fourdvarnet.pipeline import job_log, train_row
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-setup_logging(sm.log[0])
 w = sm.wildcards
-train_row(
-    w.row,
-    w.system,
-    int(w.seed),
-    sm.input.train,
-    sm.input.val,
-    sm.params.model,
-    sm.params.train,
-    sm.output.checkpoint,
-    threads=sm.threads,
-)
+with job_log(sm.log[0], also_stderr=True, tag=f"train {w.system}/{w.row}/seed{w.seed}"):
+    train_row(
+        w.row,
+        w.system,
+        int(w.seed),
+        sm.input.train,
+        sm.input.val,
+        sm.params.model,
+        sm.params.train,
+        sm.output.checkpoint,
+        threads=sm.threads,
+    )

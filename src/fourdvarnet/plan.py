@@ -1,0 +1,161 @@
+"""Plan check: what a preset's training costs, said before the first job starts.
+
+The estimate counts the training steps of every learned row and seed from the configuration
+(``train.<system>``: epochs, batch size, the iteration schedule; ``data.<system>.n_train``: the
+training windows) and prices one step from measured per-step times. Source of those times:
+``docs/performance.md`` (measured 2026-11-23):
+
+- CPU, section "CPU (this machine, 2 cores, torch 2.13.0+cpu)": one supervised training step
+  with 5 solver iterations on one core; L63 at batch 32: RK4 55-71 ms, GENN 243-270 ms; L96 at
+  batch 16: RK4 554-681 ms, paper-width GENN 10.9-11.4 s;
+- GPU, section "H100 (device tool, ...)", table column "train fast": one step with 20 solver
+  iterations on the CUDA-graph path; L63 at batch 128: RK4 23.8-26.9 ms, GENN 261-264 ms; L96 at
+  batch 32: RK4 54.8-70.8 ms, GENN 1.94-1.96 s.
+
+The middle of each range is taken, scaled linearly with the batch size and the number of solver
+iterations (the CPU path is compute-bound; on the GPU the RK4 rows are launch-bound, so small
+batches are overestimated). Euler priors are priced as RK4 and every GENN at the paper's widths,
+so narrower GENNs (the quick preset's L96) are overestimated too. GENN pre-training, validation
+and the evaluation jobs (the FSGD baselines) are not counted. It is an order of magnitude, meant
+to tell minutes from weeks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+#: (system, prior kind) -> (seconds per step, batch size, solver iterations) it was measured at.
+CPU_STEP = {
+    ("l63", "ode"): (0.063, 32, 5),
+    ("l63", "genn"): (0.2565, 32, 5),
+    ("l96", "ode"): (0.6175, 16, 5),
+    ("l96", "genn"): (11.15, 16, 5),
+}
+GPU_STEP = {
+    ("l63", "ode"): (0.0254, 128, 20),
+    ("l63", "genn"): (0.2627, 128, 20),
+    ("l96", "ode"): (0.0628, 32, 20),
+    ("l96", "genn"): (1.95, 32, 20),
+}
+
+#: Above this many hours of CPU training, a local run without CUDA gets a warning.
+WARN_HOURS = 2.0
+
+
+@dataclass
+class TrainingEstimate:
+    """Training cost of a set of jobs, in hours of one CPU core / one GPU."""
+
+    preset: str
+    jobs: int
+    cpu_hours: float
+    gpu_hours: float
+    longest_cpu_hours: float  # the longest single job on the CPU (a lower bound on wall time)
+
+
+def learned_jobs(cfg: dict) -> list[tuple[str, str]]:
+    """(system, row) of every training job of a resolved config: each learned row x seed."""
+    seeds = cfg.get("seeds", [0])
+    return [
+        (system, row)
+        for system, rows in cfg.get("experiments", {}).items()
+        for row in rows
+        if not row.startswith("none-")
+        for _ in seeds
+    ]
+
+
+def mean_iterations(train_cfg: dict) -> float:
+    """Solver iterations per step, averaged over the epochs of the schedule."""
+    epochs = int(train_cfg.get("epochs", 1))
+    schedule = sorted(train_cfg.get("schedule") or [{"epoch": 0, "n_iter": 5}], key=_epoch)
+    total = 0
+    for epoch in range(epochs):
+        stage = [s for s in schedule if _epoch(s) <= epoch][-1:] or schedule[:1]
+        total += int(stage[0].get("n_iter", 5))
+    return total / max(epochs, 1)
+
+
+def _epoch(stage: dict) -> int:
+    return int(stage.get("epoch", 0))
+
+
+def job_seconds(cfg: dict, system: str, row: str, table: dict) -> float:
+    """Seconds of training steps of one job, priced with ``table`` (CPU_STEP or GPU_STEP)."""
+    prior = row.split("-")[1]
+    key = (system, "genn" if prior == "genn" else "ode")
+    if key not in table:  # a system without measurements: price it as the dearer L96
+        key = ("l96", key[1])
+    seconds, ref_batch, ref_iter = table[key]
+    tcfg = cfg["train"][system]
+    n_train = int(cfg["data"][system].get("n_train", 1))
+    batch = min(int(tcfg.get("batch_size", 1)), n_train)
+    steps = (n_train // batch) * int(tcfg.get("epochs", 1))
+    return steps * seconds * (batch / ref_batch) * (mean_iterations(tcfg) / ref_iter)
+
+
+def estimate_training(cfg: dict, jobs: Iterable[tuple[str, str]] | None = None) -> TrainingEstimate:
+    """Training cost of ``jobs`` ((system, row) pairs, one per seed; default: every learned row
+    and seed of ``cfg``), ``cfg`` being the config with its preset applied."""
+    jobs = learned_jobs(cfg) if jobs is None else list(jobs)
+    cpu = [job_seconds(cfg, system, row, CPU_STEP) for system, row in jobs]
+    gpu = [job_seconds(cfg, system, row, GPU_STEP) for system, row in jobs]
+    return TrainingEstimate(
+        preset=str(cfg.get("preset", "?")),
+        jobs=len(jobs),
+        cpu_hours=sum(cpu) / 3600,
+        gpu_hours=sum(gpu) / 3600,
+        longest_cpu_hours=max(cpu, default=0.0) / 3600,
+    )
+
+
+def format_hours(hours: float) -> str:
+    if hours < 1:
+        return f"{hours * 60:.0f} min"
+    if hours < 48:
+        return f"{hours:.1f} h"
+    return f"{hours / 24:.0f} days"
+
+
+def plan_warning(
+    cfg: dict,
+    cuda_available: bool | None = None,
+    jobs: Iterable[tuple[str, str]] | None = None,
+    cores: int | None = None,
+    threshold_hours: float = WARN_HOURS,
+) -> str | None:
+    """The warning for a local run that would train for long on the CPU, or None.
+
+    ``cuda_available`` defaults to ``torch.cuda.is_available()``; ``cores`` (the run's
+    ``--cores``) only refines the wall-time figure. No warning with CUDA, below
+    ``threshold_hours`` of CPU training, or with no training job.
+    """
+    est = estimate_training(cfg, jobs)
+    if est.jobs == 0 or est.cpu_hours <= threshold_hours:
+        return None
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if cuda_available:
+        return None
+    wall = est.longest_cpu_hours
+    if cores:
+        wall = max(wall, est.cpu_hours / max(1, min(cores, est.jobs)))
+    return "\n".join(
+        [
+            f"WARNING (plan check): the {est.preset!r} preset will train {est.jobs} job(s) on "
+            "the CPU: no CUDA device is visible (torch.cuda.is_available() is False).",
+            f"  Estimated training: {format_hours(est.cpu_hours)} of CPU time, at least "
+            f"{format_hours(wall)} of wall time (on one GPU: about "
+            f"{format_hours(est.gpu_hours)}).",
+            "  Alternatives:",
+            "    --config preset=quick              every table and figure on small data, "
+            "minutes on a CPU",
+            "    a machine with a CUDA GPU          (device: auto uses it)",
+            "    --workflow-profile profiles/slurm  the jobs on a SLURM cluster's GPU nodes",
+            "  Ctrl-C stops the run; finished jobs are kept. (Estimate: fourdvarnet.plan, from "
+            "the per-step times in docs/performance.md.)",
+        ]
+    )

@@ -1,0 +1,204 @@
+"""The ensemble Kalman smoother baseline: exactness on a linear-Gaussian model, batching, L63."""
+
+import numpy as np
+import pytest
+import torch
+
+from fourdvarnet.cost import VariationalCost
+from fourdvarnet.data import interpolate
+from fourdvarnet.dynamics import lorenz63, rk4_step
+from fourdvarnet.enks import EnKSSolver, ensemble_smoother, initial_ensemble
+from fourdvarnet.priors import true_prior
+
+# --- A deterministic linear model with a Gaussian initial state: the exact smoother is known ----
+
+ANGLE = 0.3
+M0 = np.array([1.0, -0.5])
+P0 = np.array([[1.0, 0.3], [0.3, 0.5]])
+OBS_VAR = 1.0
+
+
+def linear_problem(n_batch=8, n_time=40, seed=0):
+    """Rotations ``x_{t+1} = A x_t`` from ``x0 ~ N(M0, P0)``, component 0 observed every 6 steps
+    (from a different first time in each window, and never in the last window), plus the exact
+    smoother mean and variance: the Gaussian posterior of ``x0`` propagated by ``A^t``."""
+    A = np.array([[np.cos(ANGLE), -np.sin(ANGLE)], [np.sin(ANGLE), np.cos(ANGLE)]])
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((n_batch, 2, n_time))
+    for b in range(n_batch - 1):
+        mask[b, 0, 3 + b % 4 :: 6] = 1
+    powers = np.stack([np.linalg.matrix_power(A, t) for t in range(n_time)])  # (T, 2, 2)
+    x0 = rng.multivariate_normal(M0, P0, size=n_batch)
+    x = np.einsum("tij,bj->bit", powers, x0)
+    y = (x + np.sqrt(OBS_VAR) * rng.standard_normal(x.shape)) * mask
+    mean, var = np.zeros_like(x), np.zeros_like(x)
+    for b in range(n_batch):
+        obs = mask[b, 0] > 0
+        H = powers[obs, 0]  # rows e_0^T A^t of the observed times
+        cov = np.linalg.inv(np.linalg.inv(P0) + H.T @ H / OBS_VAR)
+        m = cov @ (np.linalg.solve(P0, M0) + H.T @ y[b, 0, obs] / OBS_VAR)
+        mean[b] = (powers @ m).T
+        var[b] = np.einsum("tij,jk,tik->it", powers, cov, powers)
+    At = torch.tensor(A)
+    return {
+        "y": torch.tensor(y),
+        "mask": torch.tensor(mask),
+        "step": lambda X: X @ At.T.to(X.device),
+        "mean": mean,
+        "var": var,
+    }
+
+
+def smooth(prob, members, seed=1, **kw):
+    gen = torch.Generator().manual_seed(seed)
+    return ensemble_smoother(
+        prob["y"], prob["mask"], prob["step"], M0, P0, OBS_VAR, members, generator=gen, **kw
+    )
+
+
+def test_linear_gaussian_matches_exact_smoother():
+    prob = linear_problem()
+    # scale of the correction: exact posterior means against the prior mean (the last window)
+    correction = np.abs(prob["mean"][:-1] - prob["mean"][-1:]).mean()
+    err, var_err = {}, {}
+    for members in (50, 2000):
+        mean, var = smooth(prob, members)
+        err[members] = np.abs(mean.numpy() - prob["mean"]).mean()
+        var_err[members] = np.abs(var.numpy() - prob["var"]).mean()
+    assert err[2000] < 0.02 < 0.05 * correction
+    assert err[50] > 2 * err[2000]
+    assert var_err[2000] < 0.01 and var_err[2000] < 0.5 * var_err[50]
+
+
+def test_window_without_observations_keeps_prior_ensemble():
+    prob = linear_problem()
+    gen = torch.Generator().manual_seed(3)
+    init = initial_ensemble(M0, P0, prob["y"].shape[0], 20, gen)
+    mean, var = smooth(prob, 20, init=init)
+    members = [init[-1]]  # the last window has no observation: members only propagated
+    for _ in range(39):
+        members.append(prob["step"](members[-1]))
+    free = torch.stack(members, -1).transpose(0, 1)  # (C, M, T)
+    torch.testing.assert_close(mean[-1], free.mean(dim=1))
+    torch.testing.assert_close(var[-1], free.var(dim=1))
+
+
+def test_smoother_variants_agree():
+    """Both ways of updating the past states, and lag >= window; filter and smoother at the end."""
+    prob = linear_problem()
+    product = smooth(prob, 30, method="product")
+    direct = smooth(prob, 30, method="direct")
+    long_lag = smooth(prob, 30, lag=40)
+    for other in (direct, long_lag):
+        torch.testing.assert_close(other[0], product[0], rtol=0, atol=1e-10)
+        torch.testing.assert_close(other[1], product[1], rtol=0, atol=1e-10)
+    filt = smooth(prob, 30, lag=0)
+    torch.testing.assert_close(filt[0][..., -1], product[0][..., -1], rtol=0, atol=1e-10)
+    # smoothing removes spread before the first observations (the last window has none)
+    assert (filt[1][:-1, :, :3] > product[1][:-1, :, :3] + 1e-3).all()
+    short = smooth(prob, 30, lag=5)
+    assert not torch.allclose(short[0], product[0])
+
+
+def test_deterministic_and_batch_independent():
+    prob = linear_problem()
+    a, b = smooth(prob, 16, seed=7), smooth(prob, 16, seed=7)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.allclose(smooth(prob, 16, seed=8)[0], a[0])
+    # a window's initial draw does not depend on the windows after it
+    gen = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    full = initial_ensemble(M0, P0, 8, 16, gen())
+    assert torch.equal(initial_ensemble(M0, P0, 1, 16, gen())[0], full[0])
+    torch.testing.assert_close(full, initial_ensemble(M0, P0, 8, 16, gen()), rtol=0, atol=0)
+    torch.testing.assert_close(smooth(prob, 16, init=full)[0], a[0], rtol=0, atol=0)
+    # each window alone, from its slice of the batched draw, gives the batched result
+    for w in range(8):
+        one = ensemble_smoother(
+            prob["y"][w : w + 1], prob["mask"][w : w + 1], prob["step"], M0, P0, OBS_VAR, 16,
+            init=full[w : w + 1],
+        )  # fmt: skip
+        torch.testing.assert_close(one[0][0], a[0][w], rtol=0, atol=1e-12)
+        torch.testing.assert_close(one[1][0], a[1][w], rtol=0, atol=1e-12)
+
+
+def test_inflation_increases_spread():
+    prob = linear_problem()
+    plain, inflated = smooth(prob, 30)[1], smooth(prob, 30, inflation=1.3)[1]
+    assert inflated[:-1].mean() > 1.1 * plain[:-1].mean()
+    torch.testing.assert_close(inflated[-1], plain[-1])  # no observation: no inflation
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu():
+    prob = linear_problem()
+    init = initial_ensemble(M0, P0, 8, 32, torch.Generator().manual_seed(0))
+    cpu = smooth(prob, 32, init=init)
+    gpu = ensemble_smoother(
+        prob["y"].cuda(), prob["mask"].cuda(), prob["step"], M0, P0, OBS_VAR, 32, init=init.cuda()
+    )
+    torch.testing.assert_close(gpu[0].cpu(), cpu[0])
+    torch.testing.assert_close(gpu[1].cpu(), cpu[1])
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    mean, _ = ensemble_smoother(
+        prob["y"].cuda(), prob["mask"].cuda(), prob["step"], M0, P0, OBS_VAR, 32, generator=gen
+    )
+    assert mean.device.type == "cuda" and torch.isfinite(mean).all()
+
+
+# --- Lorenz-63 -----------------------------------------------------------------------------------
+
+DT = 0.01
+
+
+@pytest.fixture(scope="module")
+def l63_windows():
+    """Eight 200-step windows of an RK4 L63 trajectory, x1 observed every 8 steps (no obs in the
+    first and last 10 steps, noise variance 2), and the trajectory's climatology."""
+    x = torch.tensor([8.0, 0.0, 30.0], dtype=torch.float64)
+    for _ in range(500):
+        x = rk4_step(lorenz63, x, DT)
+    traj = []
+    for _ in range(4000):
+        x = rk4_step(lorenz63, x, DT)
+        traj.append(x)
+    traj = torch.stack(traj)  # (T, 3)
+    truth = torch.stack([traj[s : s + 200].T for s in range(0, 4000, 500)])  # (8, 3, 200)
+    mask = torch.zeros_like(truth)
+    mask[:, 0, 10:190:8] = 1
+    gen = torch.Generator().manual_seed(0)
+    noise = 2.0**0.5 * torch.randn(truth.shape, generator=gen, dtype=torch.float64)
+    y = (truth + noise) * mask
+    return truth, y, mask, traj.mean(dim=0), torch.cov(traj.T)
+
+
+def test_l63_beats_interpolated_observations(l63_windows):
+    truth, y, mask, mean0, cov0 = l63_windows
+    prior = true_prior("l63", DT)
+    gen = torch.Generator().manual_seed(0)
+    mean, var = ensemble_smoother(y, mask, prior.step, mean0, cov0, 2.0, 30, 1.02, None, gen)
+    mse = float(((mean - truth) ** 2).mean())
+    first_guess = float(((interpolate(y, mask, mean0) - truth) ** 2).mean())
+    assert mse < 0.15 * first_guess
+    # away from the poorly constrained start, the error is small and the spread of its order
+    mid = slice(50, 190)
+    mse_mid = float(((mean - truth)[..., mid] ** 2).mean())
+    assert mse_mid < 1.5
+    assert 0.3 < float(var[..., mid].mean()) / mse_mid < 3.0
+
+
+def test_enks_solver_normalised_interface(l63_windows):
+    truth, y, mask, mean0, cov0 = l63_windows
+    norm_mean, norm_std = 8.0, 9.0
+    cost = VariationalCost(true_prior("l63", DT, norm_mean, norm_std), 1.0, 1.0)
+    solver = EnKSSolver(mean0, cov0, 2.0, 20, 1.02, 40, 5, norm_mean, norm_std)
+    yn = ((y - norm_mean) / norm_std * mask).float()
+    calls = []
+    x_hat = solver(cost, torch.zeros_like(yn), yn, mask.float(), 3, lambda k, x: calls.append(k))
+    assert calls == [1] and x_hat.dtype == torch.float32 and x_hat.shape == y.shape
+    gen = torch.Generator().manual_seed(5)
+    mean, var = ensemble_smoother(
+        yn * norm_std + norm_mean, mask, cost.prior.step, mean0, cov0, 2.0, 20, 1.02, 40, gen
+    )
+    torch.testing.assert_close(x_hat, ((mean - norm_mean) / norm_std).float())
+    torch.testing.assert_close(solver.last_var, (var / norm_std**2).float())
+    torch.testing.assert_close(solver(cost, None, yn, mask.float(), 1), x_hat, rtol=0, atol=0)

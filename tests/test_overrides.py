@@ -1,0 +1,92 @@
+"""The user's values over the preset, --config values read as YAML, canonical params and short
+schema errors (what workflow/rules/common.smk does with the configuration)."""
+
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from fourdvarnet.config import (
+    canonical,
+    deep_merge,
+    parse_command_line,
+    resolve_preset,
+    schema_error,
+    user_config,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def base() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def snakemake_config(user: dict) -> dict:
+    """``config`` as Snakemake hands it over: config.yaml updated with the user's values."""
+    return deep_merge(base(), user)
+
+
+def test_a_user_value_wins_over_the_preset_key_by_key():
+    quick = base()["presets"]["quick"]["train"]["l63"]
+    user = {"preset": "quick", "train": {"l63": {"epochs": quick["epochs"] + 7}}}
+    cfg = resolve_preset(snakemake_config(user), overrides=user)
+    assert cfg["train"]["l63"]["epochs"] == quick["epochs"] + 7  # the user's value
+    assert cfg["train"]["l63"]["batch_size"] == quick["batch_size"]  # the preset's, kept
+    assert cfg["train"]["l63"]["schedule"] == quick["schedule"]
+    assert "presets" not in cfg
+    # Without overrides the preset wins, as before.
+    assert resolve_preset(snakemake_config(user))["train"]["l63"]["epochs"] == quick["epochs"]
+
+
+def test_command_line_strings_are_read_as_yaml():
+    # What Snakemake makes of --config preset=quick 'seeds=[0,1]' 'train={l63: {...}}'
+    cli = {
+        "preset": "quick",
+        "seeds": ["0", "1"],
+        "train": {
+            "l63": {
+                "epochs": "3",
+                "learn_lambdas": "false",
+                "schedule": [{"epoch": "0", "n_iter": "5", "lr": "1e-3"}],
+                "device": "cpu",
+            }
+        },
+        "experiments": {"l63": ["none-rk4-fsgd"]},
+    }
+    got = parse_command_line(cli)
+    assert got["preset"] == "quick" and got["seeds"] == [0, 1]
+    t = got["train"]["l63"]
+    assert t["epochs"] == 3 and t["learn_lambdas"] is False and t["device"] == "cpu"
+    assert t["schedule"] == [{"epoch": 0, "n_iter": 5, "lr": 1e-3}]
+    assert got["experiments"] == {"l63": ["none-rk4-fsgd"]}
+
+
+def test_user_config_merges_configfiles_and_the_parsed_command_line():
+    immutables = pytest.importorskip("immutables")  # Snakemake passes --config as a Map
+    from_files_and_cli = {"seeds": ["0"], "train": {"l63": {"epochs": "2", "batch_size": 8}}}
+    cli = immutables.Map({"seeds": ["0"], "train": {"l63": {"epochs": "2"}}})
+    user = user_config(immutables.Map(from_files_and_cli), cli)
+    assert user == {"seeds": [0], "train": {"l63": {"epochs": 2, "batch_size": 8}}}
+    cfg = resolve_preset(snakemake_config(dict(user, preset="ci")), overrides=user)
+    assert cfg["train"]["l63"]["epochs"] == 2 and cfg["train"]["l63"]["batch_size"] == 8
+
+
+def test_canonical_params_do_not_depend_on_key_order():
+    a = {"b": 1, "a": {"y": [{"q": 1, "p": 2}], "x": 0}}
+    b = {"a": {"x": 0, "y": [{"p": 2, "q": 1}]}, "b": 1}
+    assert repr(canonical(a)) == repr(canonical(b))  # Snakemake compares params by repr
+    assert canonical([3, 1, 2]) == [3, 1, 2]  # lists keep their order
+
+
+def test_an_unknown_key_is_named_in_one_short_line():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    for bad, key in [
+        (dict(base(), foo=1), "foo"),
+        (deep_merge(base(), {"train": {"l63": {"epoch": 3}}}), "epoch"),
+    ]:
+        with pytest.raises(jsonschema.ValidationError) as info:
+            jsonschema.validate(bad, schema)
+        msg = schema_error(info.value, "as given")
+        assert key in msg and "\n" not in msg and len(msg) < 600, msg
