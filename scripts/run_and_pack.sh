@@ -52,7 +52,7 @@ import importlib.metadata as md
 import torch
 device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
 print("device:", device)
-# the truth is chaotic: another SciPy or NumPy can give other trajectories, hence other scores
+# the data are bit-identical everywhere; training and scores depend on the torch build
 print("versions:", ", ".join(f"{p} {md.version(p)}" for p in
       ("torch", "numpy", "scipy", "xarray", "netCDF4", "snakemake")))
 PY

@@ -164,3 +164,29 @@ def test_write_table_csv(tmp_path):
     assert list(df["row"]) == ["none-rk4-fsgd"]
     assert df["r_score_mean"].iloc[0] == pytest.approx(3.5)
     assert df["paper_r_score"].iloc[0] == pytest.approx(3.55)
+
+
+def test_make_table_ratio_to_the_bayes_floor(tmp_path):
+    recs = [
+        _score("l63", "none-rk4-fsgd", 0, 3.0),
+        _score("l63", "none-rk4-enks", 0, 1.5),
+        _score("l63", "none-rk4-bayes", 0, 0.6, bayes_ess_min=50.0, bayes_expected_rscore=0.58),
+        _score("l63", "supervised-genn-conv", 0, 1.0),
+        _score("l63", "supervised-genn-conv", 1, 2.0),
+    ]
+    table = make_table(_write(tmp_path, recs), "l63")
+    # the classic baselines follow FSGD, the floor comes last
+    assert list(table["row"]) == [
+        "none-rk4-fsgd", "none-rk4-enks", "supervised-genn-conv", "none-rk4-bayes"
+    ]  # fmt: skip
+    t = table.set_index("row")
+    assert t["ratio"].to_dict() == pytest.approx(
+        {
+            "none-rk4-fsgd": 5.0,
+            "none-rk4-enks": 2.5,
+            "supervised-genn-conv": 2.5,
+            "none-rk4-bayes": 1.0,
+        }
+    )
+    assert t.loc["none-rk4-bayes", "bayes_ess_min"] == 50.0
+    assert math.isnan(t.loc["none-rk4-fsgd", "bayes_ess_min"])

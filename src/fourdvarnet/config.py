@@ -18,7 +18,7 @@ import yaml
 from .dynamics import SYSTEMS
 
 PRIORS = ("rk4", "euler", "genn")
-SOLVERS = ("fsgd", "lbfgs", "enks", "lstm", "conv", "fixed_point")
+SOLVERS = ("fsgd", "lbfgs", "enks", "bayes", "lstm", "conv", "fixed_point")
 LEARNED_SOLVERS = ("lstm", "conv")
 SCHEMES = ("none", "unsupervised", "supervised")
 
@@ -306,6 +306,22 @@ class EnksConfig:
 
 
 @dataclass
+class BayesConfig:
+    """The posterior mean by importance sampling over a bank of true trajectories (L63 only)."""
+
+    members: int = 2000  # independent trajectories of the bank
+    steps: int = 5000  # window starts per trajectory (after the spin-up)
+    spinup: float = 10.0
+    seed: int = 0
+    trunc: float = 20.0  # candidates with log-weight below the best minus trunc are dropped
+
+    def check(self, where: str) -> None:
+        for k in ("members", "steps"):
+            _check(getattr(self, k) >= 2, f"{where}.{k}", getattr(self, k), "must be >= 2")
+        _check(self.trunc > 0, f"{where}.trunc", self.trunc, "must be positive")
+
+
+@dataclass
 class EvalConfig:
     """Scoring of the test split (SPEC section 6)."""
 
@@ -315,6 +331,7 @@ class EvalConfig:
     fsgd: FsgdConfig = field(default_factory=FsgdConfig)
     lbfgs: LbfgsConfig = field(default_factory=LbfgsConfig)
     enks: EnksConfig = field(default_factory=EnksConfig)
+    bayes: BayesConfig = field(default_factory=BayesConfig)
     fixed_point_iter: int = 100
     device: str = "auto"
 
@@ -358,6 +375,7 @@ _SUBCONFIGS = {
     "FsgdConfig": FsgdConfig,
     "LbfgsConfig": LbfgsConfig,
     "EnksConfig": EnksConfig,
+    "BayesConfig": BayesConfig,
 }
 
 

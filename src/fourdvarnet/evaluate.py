@@ -49,6 +49,8 @@ def solve_budget(exp: Experiment, cfg: EvalConfig) -> tuple[int, int]:
         return cfg.fixed_point_iter, cfg.batch_size
     if exp.solver == "enks":  # one pass, no iterations
         return 1, cfg.enks.batch_size
+    if exp.solver == "bayes":  # one pass over the whole split (its diagnostics are per call)
+        return 1, 1_000_000
     return cfg.n_iter, cfg.batch_size
 
 
@@ -133,6 +135,8 @@ def evaluate(
     scores.update(n_iter=n_iter, seconds=seconds)
     if steps is not None:  # FSGD: the per-window steps actually used
         scores.update(fsgd_step_median=float(steps.median()), fsgd_step_min=float(steps.min()))
+    if hasattr(model.solver, "summary"):  # the posterior mean: ESS, MC error, expected R-score
+        scores.update({f"bayes_{k}": v for k, v in model.solver.summary().items()})
     log.info("%s: %s", exp.name, ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
 
     phys = lambda t: norm.decode(t).numpy().transpose(0, 2, 1)  # noqa: E731

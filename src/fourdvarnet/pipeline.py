@@ -30,6 +30,7 @@ from .data import Normalizer, load_split, make_splits, write_netcdf
 from .enks import EnKSSolver
 from .evaluate import evaluate
 from .model import build_model, load_checkpoint, save_checkpoint
+from .posterior import PosteriorMeanSolver
 from .training import pick_device, seed_everything, train
 
 log = logging.getLogger("fourdvarnet")
@@ -183,7 +184,8 @@ def evaluate_row(
         if checkpoint:
             raise ValueError(f"row {row!r} is not learned and takes no checkpoint")
         mcfg = from_dict(ModelConfig, model_cfg, f"model.{system}")
-        solver = ensemble_smoother(ecfg, test.attrs, norm) if exp.solver == "enks" else None
+        solver = {"enks": ensemble_smoother, "bayes": posterior_mean}.get(exp.solver)
+        solver = solver(ecfg, test.attrs, norm) if solver else None
         model = build_model(
             exp,
             dt,
@@ -235,6 +237,26 @@ def ensemble_smoother(ecfg: EvalConfig, attrs: dict, norm: Normalizer) -> EnKSSo
     return EnKSSolver(
         mean0, cov0, float(attrs["noise_var"]), c.members, c.inflation, c.lag, c.seed,
         norm.mean, norm.std,
+    )  # fmt: skip
+
+
+def posterior_mean(ecfg: EvalConfig, attrs: dict, norm: Normalizer) -> PosteriorMeanSolver:
+    """The exact posterior mean (importance sampling over a bank of true trajectories, integrated
+    as the data's truth), the Bayes floor of Table 1."""
+    if attrs["system"] != "l63":
+        raise ValueError(
+            "the posterior-mean row exists for l63 only: in 40 dimensions (l96) importance "
+            "weights collapse to one sample"
+        )
+    c = ecfg.bayes
+    bank = dict(
+        system=attrs["system"], dt=float(attrs["dt"]), members=c.members, steps=c.steps,
+        window=int(attrs["window"]), spinup=c.spinup, seed=c.seed,
+        substeps=int(attrs["integrator_substeps"]), dtype=torch.float32,
+    )  # fmt: skip
+    return PosteriorMeanSolver(
+        obs_var=float(attrs["noise_var"]), norm_mean=norm.mean, norm_std=norm.std,
+        bank_params=bank, trunc=c.trunc,
     )  # fmt: skip
 
 

@@ -49,6 +49,10 @@ SCORES = (
 #: Rows beyond the paper, placed after its FSGD row: classic data-assimilation baselines.
 BASELINES = ("none-rk4-lbfgs", "none-rk4-enks")
 
+#: The Bayes floor (L63): the exact posterior mean, the lowest R-score any method can reach on
+#: average; last in the table, and the ``ratio`` column divides every row's R-score by it.
+FLOOR = "none-rk4-bayes"
+
 #: Cost columns: wall time of the row's evaluation and, for learned rows, of its training.
 SECONDS = ("seconds", "train_seconds")
 
@@ -57,7 +61,7 @@ def row_order(system: str) -> list[str]:
     """The paper's rows of ``system`` in its order, the classic baselines after its FSGD row."""
     rows = list(PAPER.get(system, {}))
     at = rows.index("none-rk4-fsgd") + 1 if "none-rk4-fsgd" in rows else 0
-    return rows[:at] + list(BASELINES) + rows[at:]
+    return rows[:at] + list(BASELINES) + rows[at:] + [FLOOR]
 
 
 def _finite(v) -> bool:
@@ -102,7 +106,18 @@ def make_table(score_files: list[str | Path], system: str) -> pd.DataFrame:
     table["paper_ode_score"] = [paper.get(r, (None, None, ""))[2] for r in table["row"]]
     order = {r: i for i, r in enumerate(row_order(system))}
     table = table.sort_values("row", key=lambda s: s.map(lambda r: order.get(r, len(order))))
-    return table.reset_index(drop=True)
+    table = table.reset_index(drop=True)
+    floor = table.loc[table["row"] == FLOOR, "r_score_mean"]
+    if len(floor):
+        table.insert(
+            table.columns.get_loc("r_score_std") + 1,
+            "ratio",
+            table["r_score_mean"] / float(floor.iloc[0]),
+        )
+    for k in ("bayes_expected_rscore", "bayes_ess_min", "bayes_ess_median", "bayes_mc_mse"):
+        if k in df:
+            table[k] = table["row"].map(df.groupby("row")[k].mean())
+    return table
 
 
 def write_table(score_files, system: str, out: str | Path, preset: str = "") -> pd.DataFrame:
