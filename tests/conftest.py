@@ -16,6 +16,24 @@ def pytest_configure(config):
     torch.set_num_threads(int(os.environ.get("FOURDVARNET_TEST_THREADS", "1")))
 
 
+@pytest.fixture
+def keep_logging():
+    """The CLI and ``job_log`` reconfigure the root logger: put pytest's handlers back after."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for h in root.handlers[:]:
+        if h not in handlers:
+            root.removeHandler(h)
+            h.close()
+    for h in handlers:
+        if h not in root.handlers:
+            root.addHandler(h)
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """A real one-node SLURM cluster on localhost for the whole session (see slurm_cluster.py).

@@ -1,7 +1,6 @@
 """The command line runs every stage from a config file (tiny L63 preset)."""
 
 import json
-import logging
 
 import pandas as pd
 import pytest
@@ -9,22 +8,6 @@ import xarray as xr
 import yaml
 
 from fourdvarnet.cli import load_config, main
-
-
-@pytest.fixture
-def keep_logging():
-    """``main`` reconfigures the root logger: put pytest's handlers back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for h in root.handlers[:]:
-        if h not in handlers:
-            root.removeHandler(h)
-            h.close()
-    for h in handlers:
-        if h not in root.handlers:
-            root.addHandler(h)
-    root.setLevel(level)
 
 
 @pytest.fixture

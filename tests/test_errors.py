@@ -11,22 +11,6 @@ from fourdvarnet.data import load_dataset
 from fourdvarnet.tables import make_table
 
 
-@pytest.fixture
-def keep_logging():
-    """``job_log`` reconfigures the root logger: put pytest's handlers back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for h in root.handlers[:]:
-        if h not in handlers:
-            root.removeHandler(h)
-            h.close()
-    for h in handlers:
-        if h not in root.handlers:
-            root.addHandler(h)
-    root.setLevel(level)
-
-
 def truncate(path, out):
     data = path.read_bytes()
     out.write_bytes(data[: len(data) // 2])
