@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import xarray as xr
 import yaml
 
 from fourdvarnet.tables import PAPER, row_order
@@ -279,7 +280,7 @@ def test_a_fresh_ci_run_matches_the_committed_reference(ci_run, table, system):
 
     work, _ = ci_run
     for split, sha in CI_TRUTH_SHA256[system].items():
-        ds = __import__("xarray").load_dataset(work / f"results/ci/data/{system}_{split}.nc")
+        ds = xr.load_dataset(work / f"results/ci/data/{system}_{split}.nc")
         assert truth_sha256(ds) == sha, (system, split)
     got = pd.read_csv(work / "results" / f"{table}.csv").set_index("row")
     ref = pd.read_csv(REPO / "reference" / "ci" / f"{table}.csv").set_index("row")

@@ -194,20 +194,25 @@ class Split:
         return Split(self.x[idx], self.y[idx], self.mask[idx], self.attrs)
 
 
+def read_netcdf(path: str | Path, where: str, written_by: str) -> xr.Dataset:
+    """``path`` loaded into memory; an unreadable (truncated, corrupt) file raises an ``OSError``
+    that starts with ``where`` and names the rule that writes it (``written_by``)."""
+    try:
+        with xr.open_dataset(path) as ds:
+            return ds.load()
+    except (OSError, RuntimeError, ValueError) as e:
+        raise OSError(
+            f"{where}: unreadable NetCDF file, truncated or corrupt ({type(e).__name__}: {e}); "
+            f"it is written by {written_by}: delete it and rerun"
+        ) from e
+
+
 def load_dataset(path: str | Path) -> xr.Dataset:
     """Open a split file, checking it holds the variables the pipeline needs."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data file {path} does not exist")
-    try:
-        with xr.open_dataset(path) as ds:
-            ds = ds.load()
-    except (OSError, RuntimeError, ValueError) as e:
-        raise OSError(
-            f"{path}: unreadable NetCDF file, truncated or corrupt ({type(e).__name__}: {e}). "
-            "Split files are written by the workflow's `simulate` rule (or `fourdvarnet "
-            "simulate`): delete it and rerun to write it again."
-        ) from e
+    ds = read_netcdf(path, str(path), "the workflow's `simulate` rule (or `fourdvarnet simulate`)")
     missing = [v for v in REQUIRED_VARS if v not in ds]
     if missing:
         raise ValueError(f"{path}: missing variable(s) {missing}; expected {list(REQUIRED_VARS)}")

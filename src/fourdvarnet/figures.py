@@ -26,6 +26,8 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 import xarray as xr  # noqa: E402
 
+from .data import read_netcdf  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 REQUIRED = ("x", "y", "mask", "x_hat", "pathway_r_score", "pathway_fourdvar_score")
@@ -45,15 +47,7 @@ def load_evals(evals: Mapping[str, str | Path]) -> dict[str, xr.Dataset]:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"evaluation file for row {label!r} not found: {path}")
-        try:
-            with xr.open_dataset(path) as ds:
-                ds = ds.load()
-        except (OSError, RuntimeError, ValueError) as e:
-            raise OSError(
-                f"{path} (row {label!r}): unreadable NetCDF file, truncated or corrupt "
-                f"({type(e).__name__}: {e}); it is written by the workflow's `evaluate` rule: "
-                "delete it and rerun"
-            ) from e
+        ds = read_netcdf(path, f"{path} (row {label!r})", "the workflow's `evaluate` rule")
         missing = [v for v in REQUIRED if v not in ds]
         if missing:
             raise ValueError(f"{path} (row {label!r}) lacks variable(s) {missing}")

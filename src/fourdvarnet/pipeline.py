@@ -184,8 +184,8 @@ def evaluate_row(
         if checkpoint:
             raise ValueError(f"row {row!r} is not learned and takes no checkpoint")
         mcfg = from_dict(ModelConfig, model_cfg, f"model.{system}")
-        solver = {"enks": ensemble_smoother, "bayes": posterior_mean}.get(exp.solver)
-        solver = solver(ecfg, test.attrs, norm) if solver else None
+        make_solver = {"enks": ensemble_smoother, "bayes": posterior_mean}.get(exp.solver)
+        solver = make_solver(ecfg, test.attrs, norm) if make_solver else None
         model = build_model(
             exp,
             dt,
