@@ -114,6 +114,21 @@ def test_fixed_point_row(l63_files, small, tmp_path):
     np.testing.assert_allclose(ds.x_hat.values[obs], ds.y.values[obs], rtol=1e-5, atol=1e-5)
 
 
+def test_direct_row_trains_and_evaluates_through_the_pipeline(l63_files, small, tmp_path):
+    ckpt = tmp_path / "direct.pt"
+    record = small.train_row(l63_files, ckpt, row="supervised-none-direct")
+    scores, ds = _evaluate("supervised-none-direct", l63_files, small, tmp_path, ckpt)
+    _check_file(ds, scores, 1)  # one pass of the CNN, whatever evaluate.n_iter
+    assert scores["val_r_score"] == pytest.approx(record["val_r_score"])
+    assert (scores["prior"], scores["solver"]) == ("none", "direct")
+    # no prior: the scores that need the row's own prior are left out
+    assert "ode_score" not in scores and "fourdvar_score_own" not in scores
+    assert 0 < scores["r_score"] < np.var(ds.x.values) * 3
+    # the checkpoint rebuilds the same network: a second evaluation gives the same file
+    again, ds2 = _evaluate("supervised-none-direct", l63_files, small, tmp_path / "b", ckpt)
+    np.testing.assert_array_equal(ds.x_hat.values, ds2.x_hat.values)
+
+
 def test_record_iterations():
     np.testing.assert_array_equal(record_iterations(5, False), np.arange(6))
     it = record_iterations(150_000, True)

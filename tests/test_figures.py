@@ -7,11 +7,16 @@ import json
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+import torch
 import xarray as xr
+from matplotlib.collections import PolyCollection
 
 from fourdvarnet import figures
+from fourdvarnet.config import EvalConfig, Experiment, ModelConfig
 from fourdvarnet.data import to_dataset, write_netcdf
-from fourdvarnet.evaluate import record_iterations
+from fourdvarnet.evaluate import evaluate, record_iterations
+from fourdvarnet.model import build_model
+from fourdvarnet.posterior import PosteriorMeanSolver, make_bank
 
 ROWS = {  # label -> (scheme, prior, solver, error scale)
     "FSGD": ("none", "rk4", "fsgd", 1.0),
@@ -92,6 +97,58 @@ def test_fig3(evals, tmp_path):
     # deterministic: the same inputs give the same image
     figures.fig3(rows, tmp_path / "again.pdf", tmp_path / "again.png", preset="ci")
     assert (tmp_path / "again.png").read_bytes() == (tmp_path / "fig3.png").read_bytes()
+
+
+def test_fig3_draws_the_posterior_band(evals, tmp_path):
+    with xr.open_dataset(evals["l63"]["supervised GENN"]) as ds:
+        bayes = ds.load()
+    std = 0.3 + 0.1 * np.abs(np.sin(bayes["x"].values))
+    bayes["x_std"] = (bayes["x_hat"].dims, std.astype(np.float32))
+    bayes.attrs.update(scheme="none", prior="rk4", solver="bayes")
+    write_netcdf(bayes, tmp_path / "bayes.nc")
+    rows = {"RK4": evals["l63"]["supervised RK4"], "Bayes": tmp_path / "bayes.nc"}
+    fig = figures.fig3(rows, tmp_path / "f.pdf", tmp_path / "f.png", n_examples=2)
+    _check_outputs(tmp_path / "f.pdf", tmp_path / "f.png")
+    s = figures.example_indices(bayes.sizes["sample"], 2)[1]
+    ax = fig.axes[1 * 2 + 1]  # component x2 (row 1) of the second example (column 1)
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert [b.get_label() for b in bands] == ["Bayes ± 2 std"]  # the RK4 row has no x_std
+    lo = bayes["x_hat"].values[s, :, 1] - 2 * std[s, :, 1]
+    hi = bayes["x_hat"].values[s, :, 1] + 2 * std[s, :, 1]
+    y = bands[0].get_paths()[0].vertices[:, 1]
+    assert y.min() == pytest.approx(lo.min(), rel=1e-5)
+    assert y.max() == pytest.approx(hi.max(), rel=1e-5)
+    assert "Bayes ± 2 std" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_bayes_evaluation_holds_the_weighted_posterior_std(l63_files, normalised):
+    test, norm, fill = normalised(l63_files["test"])
+    test = test.subset(torch.arange(5))
+    bank = make_bank("l63", 0.01, members=4, steps=300, window=200, spinup=3.0, seed=2)
+    obs_var = 100.0  # wide weights on this small bank: the std is not ~0 everywhere
+    solver = PosteriorMeanSolver(bank, obs_var, norm.mean, norm.std)
+    exp = Experiment("l63", "none", "rk4", "bayes")
+    model = build_model(exp, 0.01, norm, fill, ModelConfig(), (0.01, 1.0), solver=solver)
+    ecfg = EvalConfig(batch_size=2)
+    ds, _ = evaluate(model, exp, test, norm, 0.01, ecfg, torch.device("cpu"))
+    x_std = ds["x_std"]
+    assert x_std.dims == ds["x_hat"].dims and x_std.attrs["units"] == "model units"
+    assert (x_std.values >= 0).all()
+    # by hand: every segment of the bank weighed by its likelihood, E[x^2] - E[x]^2
+    seg = bank.unfold(1, 200, 1).reshape(-1, 3, 200)  # (candidates, C, T)
+    y = np.nan_to_num(ds["y"].values.transpose(0, 2, 1))
+    mask = ds["mask"].values.transpose(0, 2, 1)
+    for b in range(len(y)):
+        m, yb = torch.as_tensor(mask[b], dtype=torch.float64), torch.as_tensor(y[b])
+        rss = (m * (seg - yb) ** 2).sum(dim=(1, 2))
+        w = torch.exp(-(rss - rss.min()) / (2 * obs_var))
+        w = w / w.sum()
+        mean = torch.einsum("n,nct->ct", w, seg)
+        var = torch.einsum("n,nct->ct", w, seg**2) - mean**2
+        std = var.clamp(min=0).sqrt().numpy().T  # (T, C), as in the file
+        np.testing.assert_allclose(ds["x_hat"].values[b], mean.numpy().T, atol=1e-3)
+        np.testing.assert_allclose(x_std.values[b], std, rtol=1e-3, atol=1e-3)
+    assert x_std.values.max() > 0.1
 
 
 def test_fig3_more_examples_than_sequences(evals, tmp_path):

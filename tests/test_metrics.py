@@ -52,6 +52,15 @@ def test_scorer_fourdvar_with_the_rows_own_prior():
     assert res["fourdvar_score_own"] == pytest.approx(31.0 / 12.0 * 4.0)
 
 
+def test_scorer_without_a_row_prior_leaves_out_its_scores():
+    with_prior, without = Scorer(Zero(), Zero(), std=2.0), Scorer(Zero(), None, std=2.0)
+    for scorer in (with_prior, without):
+        scorer.add(X_HAT, X, Y, MASK)
+    a, b = with_prior.result(), without.result()
+    assert set(a) - set(b) == {"ode_score", "fourdvar_score_own"}
+    assert b == {k: v for k, v in a.items() if k in b}
+
+
 def test_scorer_accumulates_batches():
     gen = torch.Generator().manual_seed(0)
     x, x_hat, y = (torch.randn(5, 3, 8, generator=gen) for _ in range(3))
@@ -190,3 +199,30 @@ def test_make_table_ratio_to_the_bayes_floor(tmp_path):
     )
     assert t.loc["none-rk4-bayes", "bayes_ess_min"] == 50.0
     assert math.isnan(t.loc["none-rk4-fsgd", "bayes_ess_min"])
+
+
+def test_direct_row_sits_before_the_floor_with_empty_prior_scores(tmp_path):
+    import pandas as pd
+
+    direct = _score("l63", "supervised-none-direct", 0, 1.2)
+    del direct["ode_score"]  # no prior: evaluate leaves it out
+    recs = [
+        _score("l63", "none-rk4-bayes", 0, 0.6),
+        direct,
+        _score("l63", "supervised-genn-conv", 0, 1.0),
+        _score("l63", "none-rk4-fsgd", 0, 3.0),
+    ]
+    out = tmp_path / "table1.csv"
+    table = write_table(_write(tmp_path, recs), "l63", out)
+    assert list(table["row"]) == [
+        "none-rk4-fsgd", "supervised-genn-conv", "supervised-none-direct", "none-rk4-bayes"
+    ]  # fmt: skip
+    t = table.set_index("row")
+    assert t.loc["supervised-none-direct", "ratio"] == pytest.approx(2.0)
+    assert math.isnan(t.loc["supervised-none-direct", "ode_score_mean"])
+    assert math.isnan(t.loc["supervised-none-direct", "paper_r_score"])  # not in the paper
+    line = out.read_text().splitlines()[3].split(",")
+    assert line[1] == "supervised-none-direct"
+    header = out.read_text().splitlines()[0].split(",")
+    assert line[header.index("ode_score_mean")] == ""  # an empty cell, not a number
+    assert pd.read_csv(out)["r_score_mean"].notna().all()

@@ -8,7 +8,9 @@ import pytest
 import yaml
 
 from fourdvarnet.config import (
+    ConfigError,
     canonical,
+    check_figure_rows,
     deep_merge,
     parse_command_line,
     resolve_preset,
@@ -90,3 +92,15 @@ def test_an_unknown_key_is_named_in_one_short_line():
             jsonschema.validate(bad, schema)
         msg = schema_error(info.value, "as given")
         assert key in msg and "\n" not in msg and len(msg) < 600, msg
+
+
+def test_every_figure_row_is_a_table_row():
+    systems = {"fig2": "l63", "fig3": "l63", "fig4": "l96"}
+    for preset in ("paper", "quick", "ci"):
+        check_figure_rows(resolve_preset(dict(base(), preset=preset)), systems)
+    cfg = resolve_preset(base())
+    cfg["experiments"]["l63"].remove("none-rk4-bayes")
+    with pytest.raises(ConfigError, match=r"figures.fig3.Bayes posterior mean.*none-rk4-bayes"):
+        check_figure_rows(cfg, systems)
+    del cfg["experiments"]["l63"]  # no L63 table: its figures are not drawn, nor checked
+    check_figure_rows(cfg, systems)

@@ -29,6 +29,8 @@ def test_reference_table_has_every_paper_row_with_finite_scores(path):
     assert list(df["row"]) == [r for r in row_order(system) if r in rows[system]]
     assert (df["preset"] == path.parent.name).all()
     for col in ("r_score_mean", "fourdvar_score_mean", "ode_score_mean"):
-        assert all(math.isfinite(v) and v >= 0 for v in df[col]), col
+        # the direct CNN (prior none) has no prior, so no ODE-score
+        values = df[col] if col != "ode_score_mean" else df.loc[df["prior"] != "none", col]
+        assert all(math.isfinite(v) and v >= 0 for v in values), col
     for name in ("fig2_energy_pathways", "fig3_l63_examples", "fig4_l96"):
         assert (path.parent / f"{name}.pdf").read_bytes().startswith(b"%PDF")

@@ -215,6 +215,12 @@ def test_train_row_refuses_unlearned_rows(l63_files, small, tmp_path):
         ("none-rk4-conv", "scheme"),
         ("supervised-rk4-fsgd", "scheme"),
         ("supervised-genn", "scheme-prior-solver"),
+        # the direct CNN is supervised, has no prior, and prior none is its only
+        ("unsupervised-none-direct", r"scheme = 'unsupervised'.*needs scheme 'supervised'"),
+        ("none-none-direct", r"scheme = 'none'.*needs scheme 'supervised'"),
+        ("supervised-rk4-direct", r"prior = 'rk4'.*needs prior 'none'"),
+        ("supervised-none-conv", r"prior = 'none'.*direct row's only"),
+        ("none-none-fsgd", r"prior = 'none'.*direct row's only"),
     ],
 )
 def test_parse_row_errors(row, word):
@@ -233,6 +239,33 @@ def test_parse_row_ok():
     )
     with pytest.raises(ConfigError, match="system"):
         pipeline.parse_row("supervised-genn-conv", "l42")
+    exp = pipeline.parse_row("supervised-none-direct", "l96")
+    assert (exp.scheme, exp.prior, exp.solver) == ("supervised", "none", "direct")
+
+
+def test_direct_row_trains_on_the_mse_alone(l63_files, small, tmp_path):
+    # no prior: prior_weight changes nothing, the RK4 model of its (unused) cost stays the true
+    # one, the cost weights do not learn and selection is on the validation R-score
+    records = [
+        small.train_row(
+            l63_files,
+            tmp_path / f"w{w}.pt",
+            row="supervised-none-direct",
+            train_cfg=dict(small.train, prior_weight=w, learn_ode=True),
+        )
+        for w in (0.0, 0.5)
+    ]
+    assert [_strip(h) for h in records[0]["history"]] == [_strip(h) for h in records[1]["history"]]
+    model, ckpt = load_checkpoint(tmp_path / "w0.5.pt")
+    assert ckpt["experiment"]["solver"] == "direct" and ckpt["model_config"]["direct"]
+    assert model.prior.sigma.item() == 10.0 and model.prior.rho.item() == 28.0
+    assert model.cost.lambdas == (1.0, 1.0)
+    assert records[1]["pretrain"] == []
+    hist = records[1]["history"]
+    assert [h["val_metric"] for h in hist] == [h["val_r"] for h in hist]
+    assert [h["n_iter"] for h in hist] == [1, 1]  # one pass, the schedule's 2 and 3 aside
+    assert [h["lr"] for h in hist] == [1e-3, 5e-4]  # the schedule's learning rates apply
+    assert hist[-1]["loss"] < hist[0]["loss"]
 
 
 @pytest.mark.parametrize(
@@ -258,3 +291,7 @@ def test_model_config_errors():
         from_dict(ModelConfig, {"genn": {"kernel": 4}}, "model.l63")
     with pytest.raises(ConfigError, match="widht"):
         from_dict(ModelConfig, {"genn": {"widht": 4}}, "model.l63")
+    with pytest.raises(ConfigError, match=r"model.l63.direct.kernel"):
+        from_dict(ModelConfig, {"direct": {"kernel": 4}}, "model.l63")
+    with pytest.raises(ConfigError, match=r"model.l63.direct: unknown key\(s\) \['depth'\]"):
+        from_dict(ModelConfig, {"direct": {"depth": 4}}, "model.l63")

@@ -6,7 +6,9 @@ a solver ``Gamma`` (fixed-step gradient descent or a learned iterative solver fe
 (an ODE integration scheme or a GENN), and a reconstruction comes out.
 
 Modules, in the order of the paper: ``dynamics`` (Lorenz systems), ``data`` (twin experiments),
-``priors`` (Phi), ``cost`` (U_Phi), ``solvers`` (Gamma), ``training``, ``metrics``, ``evaluate``.
+``priors`` (Phi), ``cost`` (U_Phi), ``solvers`` (Gamma), ``training``, ``metrics``, ``evaluate``;
+beside them, the rows the learned ones are measured against: ``enks``, ``posterior`` (the Bayes
+floor) and ``direct`` (direct learning, ``x_hat = CNN(y)``).
 """
 
 __version__ = "0.1.0"

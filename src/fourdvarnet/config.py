@@ -17,9 +17,12 @@ import yaml
 
 from .dynamics import SYSTEMS
 
-PRIORS = ("rk4", "euler", "genn")
-SOLVERS = ("fsgd", "lbfgs", "enks", "bayes", "lstm", "conv", "fixed_point")
+PRIORS = ("rk4", "euler", "genn", "none")
+SOLVERS = ("fsgd", "lbfgs", "enks", "bayes", "lstm", "conv", "fixed_point", "direct")
 LEARNED_SOLVERS = ("lstm", "conv")
+#: The direct-learning row, ``x_hat = CNN(y, Omega)``: no prior, no cost to minimise, the CNN
+#: learns from the truth. Prior ``none`` and solver ``direct`` belong to this row only.
+DIRECT_ROW = ("supervised", "none", "direct")
 SCHEMES = ("none", "unsupervised", "supervised")
 
 
@@ -157,23 +160,44 @@ class GennConfig:
 
 
 @dataclass
+class DirectConfig:
+    """U-Net of the direct row ``x_hat = CNN(y, Omega)``: ``levels`` halvings of time, with
+    ``width`` channels at full resolution, doubled at each level, two convolutions per level."""
+
+    width: int = 8
+    levels: int = 2
+    kernel: int = 5  # odd
+
+    def check(self, where: str) -> None:
+        _check(
+            self.kernel % 2 == 1 and self.kernel >= 3,
+            f"{where}.kernel",
+            self.kernel,
+            "must be odd and >= 3",
+        )
+        _check(self.width >= 1, f"{where}.width", self.width, "must be >= 1")
+        _check(self.levels >= 0, f"{where}.levels", self.levels, "must be >= 0")
+
+
+@dataclass
 class ModelConfig:
-    """Architecture of the priors Phi and the learned solvers Gamma for one system."""
+    """Architecture of the priors Phi, the learned solvers Gamma and the direct CNN."""
 
     genn: GennConfig = field(default_factory=GennConfig)
+    direct: DirectConfig = field(default_factory=DirectConfig)
     lstm_hidden: int = 5  # ConvLSTM hidden channels, as a multiple of the state channels
     conv_widths: list[int] = field(default_factory=lambda: [8, 16])  # aG-Conv, x channels
     kernel: int = 3  # kernel of the solver convolutions
     bound: float = 5.0  # aG-Conv update bounded by bound * atan(z / bound)
-    grad_norm: str = "every"  # gradient RMS normalisation: every iteration, initial, none
+    grad_norm: str = "max"  # every, initial, max, none (solvers.GRAD_NORMS)
     init_step: float = 0.05  # initial scale of the learned solvers' output layers
 
     def check(self, where: str) -> None:
         _check(
-            self.grad_norm in ("initial", "every", "none"),
+            self.grad_norm in ("every", "initial", "max", "none"),
             f"{where}.grad_norm",
             self.grad_norm,
-            "expected initial, every or none",
+            "expected every, initial, max or none",
         )
         _check(self.kernel % 2 == 1, f"{where}.kernel", self.kernel, "must be odd")
         _check(self.bound > 0, f"{where}.bound", self.bound, "must be positive")
@@ -215,9 +239,21 @@ class TrainConfig:
     pretrain_lr: float = 1e-3
     val_n_iter: int = 20  # solver iterations when scoring the validation split
     device: str = "auto"
+    # CPU fast path (compiled gradient of U, fast_cpu): auto (long ODE-prior jobs), on, off
+    cpu_fast: str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cpu_fast, bool):  # YAML 1.1 reads unquoted on/off as booleans
+            self.cpu_fast = "on" if self.cpu_fast else "off"
 
     def check(self, where: str) -> None:
         _check(self.epochs >= 1, f"{where}.epochs", self.epochs, "must be >= 1")
+        _check(
+            self.cpu_fast in ("auto", "on", "off"),
+            f"{where}.cpu_fast",
+            self.cpu_fast,
+            "expected auto, on or off",
+        )
         _check(self.batch_size >= 1, f"{where}.batch_size", self.batch_size, "must be >= 1")
         _check(
             len(self.schedule) >= 1 and self.schedule[0].epoch == 0,
@@ -355,6 +391,29 @@ class Experiment:
         _check(self.scheme in SCHEMES, f"{where}.scheme", self.scheme, f"expected one of {SCHEMES}")
         _check(self.prior in PRIORS, f"{where}.prior", self.prior, f"expected one of {PRIORS}")
         _check(self.solver in SOLVERS, f"{where}.solver", self.solver, f"expected one of {SOLVERS}")
+        direct = "-".join(DIRECT_ROW)
+        if self.solver == "direct":
+            _check(
+                self.scheme == "supervised",
+                f"{where}.scheme",
+                self.scheme,
+                "solver 'direct' (x_hat = CNN(y), no cost to minimise) learns from the truth: "
+                f"needs scheme 'supervised' ({direct})",
+            )
+            _check(
+                self.prior == "none",
+                f"{where}.prior",
+                self.prior,
+                f"solver 'direct' uses no prior: needs prior 'none' ({direct})",
+            )
+            return
+        _check(
+            self.prior != "none",
+            f"{where}.prior",
+            self.prior,
+            f"prior 'none' is the direct row's only ({direct}); solver {self.solver!r} needs "
+            "one of rk4, euler, genn",
+        )
         learned = self.solver in LEARNED_SOLVERS
         _check(
             learned == (self.scheme != "none"),
@@ -372,6 +431,7 @@ class Experiment:
 _SUBCONFIGS = {
     "ObsConfig": ObsConfig,
     "GennConfig": GennConfig,
+    "DirectConfig": DirectConfig,
     "FsgdConfig": FsgdConfig,
     "LbfgsConfig": LbfgsConfig,
     "EnksConfig": EnksConfig,
@@ -390,6 +450,23 @@ def train_config(d: dict | None, where: str = "train") -> TrainConfig:
     cfg.schedule = schedule
     cfg.check(where)
     return cfg
+
+
+def check_figure_rows(cfg: dict, systems: dict[str, str]) -> None:
+    """Refuse a figure row (``figures.<fig>``, label: row) that is not a table row of the
+    figure's system (``experiments.<system>``); ``systems`` maps each figure to its system.
+    Figures of a system without table rows are not drawn and not checked."""
+    experiments = cfg.get("experiments") or {}
+    for fig, rows in (cfg.get("figures") or {}).items():
+        system = systems.get(fig)
+        if system not in experiments:
+            continue
+        for label, row in (rows or {}).items():
+            if row not in experiments[system]:
+                raise ConfigError(
+                    f"figures.{fig}.{label} = {row!r}: not a row of experiments.{system} "
+                    f"({', '.join(experiments[system])})"
+                )
 
 
 def deep_merge(base: dict, override: dict) -> dict:

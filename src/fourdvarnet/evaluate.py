@@ -4,6 +4,8 @@ The reconstructions are written to NetCDF beside the truth, observations and mas
 physical units), with the scores and the configuration in the attributes, so any score can be
 recomputed from the file alone. The energy pathway (R-score and 4DVar-score after each recorded
 solver iteration, Figures 2 and 4) is stored in the same file along an ``iteration`` dimension.
+A solver that estimates its own uncertainty (the posterior mean of the Bayes row) also gives
+``x_std``, the posterior standard deviation of each entry (physical units, the dims of ``x_hat``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, fast_cpu
 from .config import EvalConfig, Experiment, as_dict
 from .data import Normalizer, Split, git_commit, to_dataset
 from .fast import FastSolve, graphs_available
@@ -51,6 +53,8 @@ def solve_budget(exp: Experiment, cfg: EvalConfig) -> tuple[int, int]:
         return 1, cfg.enks.batch_size
     if exp.solver == "bayes":  # one pass over the whole split (its diagnostics are per call)
         return 1, 1_000_000
+    if exp.solver == "direct":  # one pass of the CNN
+        return 1, cfg.batch_size
     return cfg.n_iter, cfg.batch_size
 
 
@@ -62,12 +66,17 @@ def run_solver(
     scorer: Scorer,
     record_at: np.ndarray,
     device: torch.device,
+    cpu_fast: str = "auto",
 ):
-    """Solve every test batch; returns ``x_hat`` (normalised, CPU), the pathway means and the
-    per-window FSGD steps (None for other solvers).
+    """Solve every test batch; returns ``x_hat`` (normalised, CPU), the pathway means, the
+    per-window FSGD steps (None for other solvers) and the posterior standard deviation of
+    ``x_hat`` (normalised units, CPU) for a solver that gives one as ``last_std`` (else None).
 
     Long solves (the FSGD baseline's many thousand iterations) log their progress at recorded
-    iterations, at most once every ``PROGRESS_SECONDS``.
+    iterations, at most once every ``PROGRESS_SECONDS``. On CUDA the learned solvers replay
+    CUDA graphs; on the CPU they take the compiled gradient of ``fast_cpu`` as ``cpu_fast``
+    says (``auto``: at least ``fast_cpu.MIN_ITERATIONS`` batches x iterations, which one solve
+    of a test split never reaches, so evaluation jobs stay eager unless asked).
     """
     model.to(device).eval()
     fast = graphs_available(device) and isinstance(model.solver, Solver)
@@ -75,8 +84,12 @@ def run_solver(
     position = {int(k): i for i, k in enumerate(record_at)}
     path_r = np.zeros(len(record_at))
     path_u = np.zeros(len(record_at))
-    outs, steps = [], []
+    outs, steps, stds = [], [], []
     parts = batches(len(test), batch_size, None)
+    cpu = not fast and fast_cpu.wanted(cpu_fast, device, model, len(parts) * n_iter)
+    if cpu:  # until the end of the solves
+        fast_cpu.enable(model)
+        solve = fast_cpu.PaddedSolve(model)
     last_log = time.perf_counter()
     for j, idx in enumerate(parts):
         b = test.subset(idx).to(device)
@@ -102,8 +115,13 @@ def run_solver(
         outs.append(x_hat.cpu())
         if getattr(model.solver, "last_step", None) is not None:
             steps.append(model.solver.last_step.flatten().cpu())
+        if getattr(model.solver, "last_std", None) is not None:
+            stds.append(model.solver.last_std.cpu())
+    if cpu:
+        fast_cpu.disable(model)
     steps = torch.cat(steps) if steps else None
-    return torch.cat(outs), path_r / len(test), path_u / len(test), steps
+    stds = torch.cat(stds) if stds else None
+    return torch.cat(outs), path_r / len(test), path_u / len(test), steps, stds
 
 
 def evaluate(
@@ -115,20 +133,23 @@ def evaluate(
     cfg: EvalConfig,
     device: torch.device,
     extra_attrs: dict | None = None,
+    cpu_fast: str = "auto",
 ):
-    """Score ``model`` on the (normalised) test split; returns ``(dataset, scores)``."""
+    """Score ``model`` on the (normalised) test split; returns ``(dataset, scores)``.
+
+    ``cpu_fast``: the CPU fast path of the learned solvers (``run_solver``)."""
     exp.check()
     n_iter, batch_size = solve_budget(exp, cfg)
     scorer = Scorer(
         true_prior(exp.system, dt, norm.mean, norm.std).to(device),
-        model.prior.to(device),
+        model.prior.to(device) if exp.prior != "none" else None,  # the direct row: no prior
         norm.std,
         cfg.score_lambdas,
     )
     record_at = record_iterations(n_iter, log_spaced=n_iter > 100)
     t0 = time.perf_counter()
-    x_hat, path_r, path_u, steps = run_solver(
-        model, test, n_iter, batch_size, scorer, record_at, device
+    x_hat, path_r, path_u, steps, x_std = run_solver(
+        model, test, n_iter, batch_size, scorer, record_at, device, cpu_fast
     )
     seconds = time.perf_counter() - t0
     scores = scorer.result()
@@ -163,6 +184,12 @@ def evaluate(
         phys(test.x), y, test.mask.numpy().transpose(0, 2, 1), dt, attrs, x_hat=phys(x_hat)
     )
     ds["x_hat"].attrs["long_name"] = "reconstruction"
+    if x_std is not None:
+        ds["x_std"] = (
+            ds["x_hat"].dims,
+            (x_std * norm.std).numpy().transpose(0, 2, 1),
+            {"long_name": "posterior standard deviation of x_hat", "units": "model units"},
+        )
     ds = ds.assign_coords(iteration=("iteration", record_at))
     ds["pathway_r_score"] = (
         "iteration",

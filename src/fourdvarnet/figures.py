@@ -6,7 +6,8 @@ given) and writes the figure as a PDF and a PNG. All rows of one figure must hav
 on the same test split: the truth and the observations are taken from the first file.
 
 Line styles follow the paper where the rows allow it: rows using the Lorenz ODE prior are magenta,
-GENN rows cyan; FSGD is dotted, unsupervised rows dashed, supervised rows solid. Rows that would
+GENN rows cyan; FSGD is dotted, unsupervised rows dashed, supervised rows solid. Rows beyond the
+paper have their own colours: the direct CNN green, the Bayes posterior mean grey. Rows that would
 share a style fall back to the tab10 colour cycle.
 """
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 REQUIRED = ("x", "y", "mask", "x_hat", "pathway_r_score", "pathway_fourdvar_score")
 PRIOR_COLOURS = {"rk4": "m", "euler": "tab:orange", "genn": "c"}
+SOLVER_COLOURS = {"direct": "tab:green", "bayes": "tab:gray"}  # before the prior's colour
 SCHEME_STYLES = {"none": ":", "unsupervised": "--", "supervised": "-"}
 TIME_LABEL = "time (model time units)"
 ITER_LABEL = "solver iteration + 1 (log scale)"
@@ -66,7 +68,9 @@ def _styles(dsets: Mapping[str, xr.Dataset]) -> dict[str, dict]:
     styles, used = {}, set()
     fallback = iter(plt.get_cmap("tab10").colors)
     for label, ds in dsets.items():
-        colour = PRIOR_COLOURS.get(ds.attrs.get("prior"), "k")
+        colour = SOLVER_COLOURS.get(
+            ds.attrs.get("solver"), PRIOR_COLOURS.get(ds.attrs.get("prior"), "k")
+        )
         ls = SCHEME_STYLES.get(ds.attrs.get("scheme"), "-")
         if (colour, ls) in used:
             colour = next(fallback)
@@ -176,7 +180,8 @@ def fig3(evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "", n_
     One column per sequence (evenly spaced sample indices), one row per component: truth (black),
     noisy observations where observed (blue dots; only x1 in the paper's set-up) and the
     reconstruction of each given row (e.g. 'RK4 + learned solver' magenta, 'GENN + learned
-    solver' cyan).
+    solver' cyan). A row whose file holds ``x_std`` (the Bayes posterior mean) is drawn with a
+    band of plus/minus two posterior standard deviations. Returns the (closed) figure.
     """
     dsets = load_evals(evals)
     styles = _styles(dsets)
@@ -198,7 +203,19 @@ def fig3(evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "", n_
             ax = axes[c, j]
             ax.plot(t, ref["x"].values[s, :, c], "k-", lw=1.6, label="truth")
             for label, ds in dsets.items():
-                ax.plot(t, ds["x_hat"].values[s, :, c], lw=1.4, label=label, **styles[label])
+                mean = ds["x_hat"].values[s, :, c]
+                if "x_std" in ds:
+                    band = 2 * ds["x_std"].values[s, :, c]
+                    ax.fill_between(
+                        t,
+                        mean - band,
+                        mean + band,
+                        color=styles[label]["color"],
+                        alpha=0.25,
+                        lw=0,
+                        label=f"{label} ± 2 std",
+                    )
+                ax.plot(t, mean, lw=1.4, label=label, **styles[label])
             obs = ref["mask"].values[s, :, c] > 0
             if obs.any():  # on top of the curves
                 ax.plot(
@@ -222,11 +239,12 @@ def fig3(evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "", n_
     entries = {}  # every row's legend entries, truth and observations first
     for ax in axes.flat:
         entries.update(zip(*ax.get_legend_handles_labels()[::-1], strict=True))
-    order = ["truth", "noisy observations", *dsets]
+    order = ["truth", "noisy observations", *dsets, *(f"{k} ± 2 std" for k in dsets)]
     labels = [k for k in order if k in entries]
     fig.legend([entries[k] for k in labels], labels, loc="outside lower center", ncol=len(labels))
     _title(fig, "Figure 3 – Lorenz-63 reconstruction examples", preset, dsets)
     _save(fig, out_pdf, out_png)
+    return fig
 
 
 def _hovmoeller(ax, field, t, **kw):

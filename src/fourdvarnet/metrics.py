@@ -5,7 +5,8 @@
 * 4DVar-score: U_Phi(x_hat, y, Omega) with l1 = 0.01, l2 = 1 and Phi the true RK4 model, the same
   for every row (comparable across rows); ``fourdvar_score_own`` uses the row's own prior instead
   (the cost the row's solver actually sees, up to its weights);
-* ODE-score: mean squared error of the row's own one-step prior on the truth, |x - Phi(x)|^2;
+* ODE-score: mean squared error of the row's own one-step prior on the truth, |x - Phi(x)|^2
+  (with ``fourdvar_score_own``, left out for a row without a prior: the direct CNN);
 * roughness: mean squared second difference in time of the reconstruction divided by that of the
   truth (1: as smooth as the dynamics; a sawtooth of the solver's steps gives values >> 1).
 
@@ -30,10 +31,10 @@ class Scorer:
     """Accumulates the table scores over batches of the test set."""
 
     def __init__(
-        self, true_prior: nn.Module, row_prior: nn.Module, std: float, lambdas=(0.01, 1.0)
+        self, true_prior: nn.Module, row_prior: nn.Module | None, std: float, lambdas=(0.01, 1.0)
     ):
         self.fourdvar = VariationalCost(true_prior, *lambdas)
-        self.fourdvar_own = VariationalCost(row_prior, *lambdas)
+        self.fourdvar_own = VariationalCost(row_prior, *lambdas) if row_prior is not None else None
         self.row_prior, self.std = row_prior, std
         keys = ("r", "r_obs", "r_unobs", "fourdvar", "fourdvar_own", "ode", "curv_hat", "curv")
         self.sums = {k: 0.0 for k in keys}
@@ -47,8 +48,9 @@ class Scorer:
         s["r_obs"] += float((err * mask).sum())
         s["r_unobs"] += float((err * (1 - mask)).sum())
         s["fourdvar"] += float(self.fourdvar(x_hat, y, mask).sum())
-        s["fourdvar_own"] += float(self.fourdvar_own(x_hat, y, mask).sum())
-        s["ode"] += float(prior_term(x, self.row_prior).sum())
+        if self.row_prior is not None:
+            s["fourdvar_own"] += float(self.fourdvar_own(x_hat, y, mask).sum())
+            s["ode"] += float(prior_term(x, self.row_prior).sum())
         s["curv_hat"] += float(second_difference(x_hat).pow(2).sum())
         s["curv"] += float(second_difference(x).pow(2).sum())
         self.counts["n"] += x.shape[0]
@@ -57,7 +59,7 @@ class Scorer:
 
     def result(self) -> dict[str, float]:
         n, s, v = self.counts["n"], self.sums, self.std**2
-        return {
+        out = {
             "r_score": s["r"] / n * v,
             "r_score_observed": s["r_obs"] / max(self.counts["obs"], 1.0) * v,
             "r_score_unobserved": s["r_unobs"] / max(self.counts["unobs"], 1.0) * v,
@@ -66,3 +68,6 @@ class Scorer:
             "ode_score": s["ode"] / n * v,
             "roughness": s["curv_hat"] / max(s["curv"], 1e-30),
         }
+        if self.row_prior is None:
+            del out["fourdvar_score_own"], out["ode_score"]
+        return out

@@ -2,9 +2,11 @@
 
 ``FourDVarNet`` composes the variational cost ``U_Phi`` (prior and weights) with a solver
 ``Gamma``: observations and mask in, interpolated initial state, ``n_iter`` solver iterations,
-reconstruction out. ``build_model`` assembles one table row from its configuration, and
-``save_checkpoint``/``load_checkpoint`` store weights together with everything needed to rebuild
-the model (experiment, model and data configuration, normalisation, validation metrics).
+reconstruction out. The direct row's "solver" is a U-Net of the observations (``direct``) that
+uses neither the cost nor the initial state. ``build_model`` assembles one table row from its
+configuration, and ``save_checkpoint``/``load_checkpoint`` store weights together with
+everything needed to rebuild the model (experiment, model and data configuration,
+normalisation, validation metrics).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from . import __version__
 from .config import Experiment, ModelConfig, as_dict, from_dict
 from .cost import VariationalCost
 from .data import Normalizer, interpolate
-from .priors import build_prior, true_prior
+from .direct import DirectSolver
+from .priors import LAYOUT, build_prior, true_prior
 from .solvers import build_solver
 
 
@@ -55,14 +58,22 @@ def build_model(
     solver: nn.Module | None = None,
 ) -> FourDVarNet:
     """Assemble the row ``exp``: prior, cost weights and solver (built from ``exp`` and ``model``
-    unless given, as the ensemble smoother, which needs the data's climatology)."""
+    unless given, as the ensemble smoother, which needs the data's climatology).
+
+    The direct row (prior ``none``, solver ``direct``) has no prior and minimises no cost: its
+    U-Net ignores the cost, which holds the true RK4 model with fixed weights, so that the
+    validation U logged in training is the 4D-Var cost of its reconstructions.
+    """
     exp.check()
-    if exp.scheme == "none" and exp.prior == "rk4":
+    direct = exp.solver == "direct"
+    if direct or (exp.scheme == "none" and exp.prior == "rk4"):
         prior = true_prior(exp.system, dt, norm.mean, norm.std)
     else:
         prior = build_prior(exp.prior, exp.system, dt, norm.mean, norm.std, model)
-    cost = VariationalCost(prior, *lambdas, learn_lambdas=learn_lambdas)
-    if solver is None:
+    cost = VariationalCost(prior, *lambdas, learn_lambdas=learn_lambdas and not direct)
+    if solver is None and direct:
+        solver = DirectSolver(*LAYOUT[exp.system], (model or ModelConfig()).direct)
+    elif solver is None:
         solver = build_solver(exp.solver, exp.system, model, fsgd_step, fsgd_fraction)
     return FourDVarNet(cost, solver, fill)
 

@@ -83,7 +83,8 @@ def set_threads(threads: int | None) -> None:
 
 
 def parse_row(row: str, system: str, seed: int = 0) -> Experiment:
-    """``'supervised-genn-conv'`` -> Experiment, checked."""
+    """``'supervised-genn-conv'`` -> Experiment, checked (``supervised-none-direct``: the
+    direct CNN, the only row with prior ``none`` or solver ``direct``)."""
     parts = row.split("-")
     if len(parts) != 3:
         raise ValueError(f"row {row!r} must read scheme-prior-solver, e.g. 'supervised-genn-conv'")
@@ -293,6 +294,7 @@ def check_scores(scores: dict, row: str) -> None:
         f"{system}.n_iter (towards the training schedule's n_iter) or see its training log",
     }
     causes["lstm"] = causes["conv"]
+    causes["direct"] = "the direct CNN's output is not finite; see its training log"
     cause = causes.get(solver, f"the {solver!r} solver diverged; check evaluate.{system}")
     shown = ", ".join(f"{k}={v}" for k, v in bad.items())
     raise ScoreError(f"row {row!r} ({system}): non-finite score(s) {shown}. Likely cause: {cause}.")

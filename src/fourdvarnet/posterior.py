@@ -712,7 +712,8 @@ class PosteriorMeanSolver(nn.Module):
     so it never enters a state dict. Indexes are cached per observed-entry pattern.
 
     After each call, ``last`` holds the diagnostics in physical units (the ``posterior_mean``
-    dict) and ``summary()`` the figures to report.
+    dict), ``last_std`` the posterior standard deviation of each entry in normalised units
+    (like the returned mean) and ``summary()`` the figures to report.
     """
 
     def __init__(
@@ -770,6 +771,14 @@ class PosteriorMeanSolver(nn.Module):
         if callback is not None:
             callback(1, x_hat)
         return x_hat
+
+    @property
+    def last_std(self) -> torch.Tensor | None:
+        """The last call's posterior standard deviation per entry, ``sqrt(E[x^2] - E[x]^2)``
+        under the importance weights, in normalised units, float32 ``(B, C, T)``."""
+        if self.last is None:
+            return None
+        return (self.last["var"].sqrt() / self.norm_std).to(torch.float32)
 
     def summary(self) -> dict[str, float]:
         """The last call's figures: expected R-score (mean posterior variance), ESS, MC error."""

@@ -142,6 +142,8 @@ def build_prior(
         if system not in LAYOUT:
             raise ValueError(f"unknown system {system!r}; expected one of {tuple(LAYOUT)}")
         return GENN(*LAYOUT[system], (model or ModelConfig()).genn)
+    if name == "none":
+        raise ValueError("prior 'none' (the direct row, x_hat = CNN(y)) has no Phi to build")
     raise ValueError(f"unknown prior {name!r}; expected one of {PRIORS}")
 
 

@@ -35,6 +35,12 @@ from .priors import LAYOUT
 
 Callback = Callable[[int, torch.Tensor], None]
 
+#: How the learned solvers see ``g = grad_x U``, each sequence divided by an RMS: ``every``, its
+#: RMS at this iteration (the direction only, so the step never shrinks); ``initial``, its RMS
+#: at the first iteration of the solve; ``max``, the largest RMS of the solve so far (bounded
+#: inputs that shrink as the solve converges); ``none``: the raw gradient.
+GRAD_NORMS = ("every", "initial", "max", "none")
+
 
 def rms(g: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Root mean square of each sequence of ``g``, shape ``(batch, 1, 1)``."""
@@ -44,11 +50,14 @@ def rms(g: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 class Solver(nn.Module):
     """Base of the gradient-based solvers: the unrolled loop and the gradient normalisation."""
 
-    def __init__(self, grad_norm: str = "every"):
+    def __init__(self, grad_norm: str = "max"):
         super().__init__()
-        if grad_norm not in ("initial", "every", "none"):
-            raise ValueError(f"unknown grad_norm {grad_norm!r}; expected initial, every or none")
+        if grad_norm not in GRAD_NORMS:
+            raise ValueError(f"unknown grad_norm {grad_norm!r}; expected one of {GRAD_NORMS}")
         self.grad_norm = grad_norm
+        #: ``(cost, x, y, mask) -> g`` replacing the autograd gradient of U (the CPU fast path
+        #: sets it for a while, ``fast_cpu.enable``); None: the eager reference
+        self.grad_fn: Callable | None = None
 
     def init_state(self, x0: torch.Tensor):
         return None
@@ -63,14 +72,20 @@ class Solver(nn.Module):
         first iteration). With gradients enabled the step stays differentiable (double backward).
         """
         train = torch.is_grad_enabled()
-        with torch.enable_grad():
-            if not x.requires_grad:
-                x = x.requires_grad_(True)
-            u = cost(x, y, mask).sum()
-            (g,) = torch.autograd.grad(u, x, create_graph=train)
-        if self.grad_norm == "every" or (self.grad_norm == "initial" and norm is None):
-            norm = rms(g)
+        if self.grad_fn is None:
+            with torch.enable_grad():
+                if not x.requires_grad:
+                    x = x.requires_grad_(True)
+                u = cost(x, y, mask).sum()
+                (g,) = torch.autograd.grad(u, x, create_graph=train)
+        else:  # the CPU fast path (fourdvarnet.fast_cpu): a compiled gradient
+            g = self.grad_fn(cost, x, y, mask)
         if self.grad_norm != "none":
+            size = rms(g)
+            if norm is None or self.grad_norm == "every":
+                norm = size
+            elif self.grad_norm == "max":
+                norm = torch.maximum(norm, size)
             g = g / norm
         x, state = self.update(x if train else x.detach(), g, state)
         return x, state, norm
@@ -249,7 +264,7 @@ class LSTMSolver(Solver):
         channels: int,
         hidden_factor: int = 5,
         kernel: int = 3,
-        grad_norm: str = "every",
+        grad_norm: str = "max",
         init_step: float = 0.05,
     ):
         super().__init__(grad_norm)
@@ -286,7 +301,7 @@ class ConvSolver(Solver):
         widths=(8, 16),
         kernel: int = 3,
         bound: float = 5.0,
-        grad_norm: str = "every",
+        grad_norm: str = "max",
         init_step: float = 0.05,
     ):
         super().__init__(grad_norm)

@@ -49,6 +49,10 @@ SCORES = (
 #: Rows beyond the paper, placed after its FSGD row: classic data-assimilation baselines.
 BASELINES = ("none-rk4-lbfgs", "none-rk4-enks")
 
+#: Direct learning, x_hat = CNN(y) (no prior, no solver): after the paper's supervised rows.
+#: It has no prior, so no ``fourdvar_score_own`` nor ``ode_score`` (empty cells).
+DIRECT = "supervised-none-direct"
+
 #: The Bayes floor (L63): the exact posterior mean, the lowest R-score any method can reach on
 #: average; last in the table, and the ``ratio`` column divides every row's R-score by it.
 FLOOR = "none-rk4-bayes"
@@ -58,10 +62,11 @@ SECONDS = ("seconds", "train_seconds")
 
 
 def row_order(system: str) -> list[str]:
-    """The paper's rows of ``system`` in its order, the classic baselines after its FSGD row."""
+    """The paper's rows of ``system`` in its order, the classic baselines after its FSGD row,
+    then the direct CNN and the Bayes floor."""
     rows = list(PAPER.get(system, {}))
     at = rows.index("none-rk4-fsgd") + 1 if "none-rk4-fsgd" in rows else 0
-    return rows[:at] + list(BASELINES) + rows[at:] + [FLOOR]
+    return rows[:at] + list(BASELINES) + rows[at:] + [DIRECT, FLOOR]
 
 
 def _finite(v) -> bool:

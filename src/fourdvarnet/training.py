@@ -5,7 +5,10 @@
 * supervised: loss = MSE(x_hat, x) + w (|x_hat - Phi(x_hat)|^2 + |x - Phi(x)|^2); solver, cost
   weights and a GENN prior learn jointly, the prior at a fraction of the solver's learning rate.
   An ODE prior (RK4, Euler) stays the true model, as in the paper's supervised RK4 rows, unless
-  ``learn_ode`` asks for its parameters to learn too.
+  ``learn_ode`` asks for its parameters to learn too;
+* the direct row (``supervised-none-direct``, x_hat = CNN(y, Omega)): loss = MSE(x_hat, x); it
+  has no prior (no prior term, whatever ``prior_weight``) and runs one pass (the schedule's
+  ``n_iter`` does not apply; its learning rates do).
 
 The number of solver iterations and the learning rate follow a schedule of stages. After each
 epoch the model is scored on the validation split with the test-time iteration count (R-score
@@ -23,6 +26,7 @@ import time
 import torch
 from torch import nn
 
+from . import fast_cpu
 from .config import Experiment, TrainConfig
 from .cost import prior_term
 from .data import Split
@@ -98,10 +102,11 @@ def check_finite(losses: torch.Tensor, where: str) -> None:
 def training_loss(model: FourDVarNet, scheme: str, x_hat, x, y, mask, prior_weight: float):
     if scheme == "unsupervised":
         return model.cost(x_hat, y, mask).mean()
+    mse = ((x_hat - x) ** 2).mean()
+    if not prior_weight:
+        return mse
     prior = model.prior
-    return ((x_hat - x) ** 2).mean() + prior_weight * (
-        prior_term(x_hat, prior).mean() + prior_term(x, prior).mean()
-    )
+    return mse + prior_weight * (prior_term(x_hat, prior).mean() + prior_term(x, prior).mean())
 
 
 @torch.no_grad()
@@ -130,6 +135,13 @@ def stage_at(cfg: TrainConfig, epoch: int):
     return [s for s in cfg.schedule if s.epoch <= epoch][-1]
 
 
+def solver_iterations(cfg: TrainConfig, n_train: int) -> int:
+    """Solver iterations on a batch over a whole training (steps x the schedule's ``n_iter``),
+    the size of the job by which ``cpu_fast: auto`` decides (``fast_cpu.MIN_ITERATIONS``)."""
+    steps = max(n_train // cfg.batch_size, 1)  # equal-size batches (drop_last)
+    return steps * sum(stage_at(cfg, epoch).n_iter for epoch in range(cfg.epochs))
+
+
 def train(
     model: FourDVarNet,
     exp: Experiment,
@@ -144,7 +156,9 @@ def train(
 
     Returns the training record: per-epoch history, the best epoch and its validation metrics
     (R-scores in physical units through ``std``). With ``fast`` on a CUDA device the training
-    steps and the validation solves replay CUDA graphs (``fourdvarnet.fast``).
+    steps and the validation solves replay CUDA graphs (``fourdvarnet.fast``); on the CPU a
+    learned solver takes the compiled gradient of ``fourdvarnet.fast_cpu`` where
+    ``cfg.cpu_fast`` asks for it (``auto``: ODE priors, jobs of ``fast_cpu.MIN_ITERATIONS``).
     """
     exp.check()
     gen = torch.Generator().manual_seed(exp.seed)
@@ -154,8 +168,13 @@ def train(
         record["pretrain"] = pretrain_prior(
             model.prior, train_set.x, cfg.pretrain_epochs, cfg.pretrain_lr, cfg.batch_size, gen
         )
-    if exp.scheme == "unsupervised" or (exp.prior != "genn" and not cfg.learn_ode):
+    learn_prior = exp.scheme == "supervised" and (
+        exp.prior == "genn" or (exp.prior in ("rk4", "euler") and cfg.learn_ode)
+    )
+    if not learn_prior:
         model.prior.requires_grad_(False)
+    prior_weight = cfg.prior_weight if exp.prior != "none" else 0.0  # the direct row: no prior
+    one_pass = exp.solver == "direct"  # the schedule's n_iter does not apply to it
     groups = [{"params": list(model.solver.parameters()), "scale": 1.0}]
     if exp.scheme == "supervised":
         groups.append(
@@ -177,24 +196,32 @@ def train(
         [{"params": g["params"]} for g in groups], lr=cfg.schedule[0].lr, capturable=graphs
     )
     solve = FastSolve(model) if graphs else None
+    iterations = solver_iterations(cfg, len(train_set))
+    cpu = fast and not graphs and fast_cpu.wanted(cfg.cpu_fast, device, model, iterations)
+    if cpu:  # until the end of the training (the eager gradient is back before returning)
+        fast_cpu.enable(model)
+        solve = fast_cpu.PaddedSolve(model)
+    record["fast_path"] = "cuda_graphs" if graphs else "cpu_compiled" if cpu else "eager"
+    log.info("fast path: %s", record["fast_path"])
     best = {"val_metric": math.inf, "epoch": -1}
     best_state = copy.deepcopy(model.state_dict())
     step, step_key = None, None
     val_batch = max(cfg.batch_size, 256)
     for epoch in range(cfg.epochs):
         stage = stage_at(cfg, epoch)
+        n_iter = 1 if one_pass else stage.n_iter
         for group, spec in zip(opt.param_groups, groups):
             group["lr"] = stage.lr * spec["scale"]
 
-        def loss_fn(x, y, mask, n_iter=stage.n_iter):
+        def loss_fn(x, y, mask, n_iter=n_iter):
             x_hat = model(y, mask, n_iter)
-            return training_loss(model, exp.scheme, x_hat, x, y, mask, cfg.prior_weight)
+            return training_loss(model, exp.scheme, x_hat, x, y, mask, prior_weight)
 
         epoch_batches = batches(len(train_set), cfg.batch_size, gen, drop_last=True)
-        if graphs and step_key != (stage.n_iter, stage.lr):
+        if graphs and step_key != (n_iter, stage.lr):
             first = train_set.subset(epoch_batches[0])
             step = GraphedTrainStep(loss_fn, opt, (first.x, first.y, first.mask))
-            step_key = (stage.n_iter, stage.lr)
+            step_key = (n_iter, stage.lr)
         t0, losses = time.perf_counter(), []
         for idx in epoch_batches:
             batch = train_set.subset(idx)
@@ -211,7 +238,7 @@ def train(
         val = validate(model, exp.scheme, val_set, cfg.val_n_iter, val_batch, solve)
         entry = {
             "epoch": epoch,
-            "n_iter": stage.n_iter,
+            "n_iter": n_iter,
             "lr": stage.lr,
             "loss": float(losses.mean()),
             "seconds": time.perf_counter() - t0,
@@ -222,7 +249,7 @@ def train(
             best = {"val_metric": val["val_metric"], "epoch": epoch}
             best_state = copy.deepcopy(model.state_dict())
         msg = (
-            f"epoch {epoch + 1}/{cfg.epochs} iter {stage.n_iter} lr {stage.lr:.0e} "
+            f"epoch {epoch + 1}/{cfg.epochs} iter {n_iter} lr {stage.lr:.0e} "
             f"loss {entry['loss']:.4g} val R-score {val['val_r'] * std**2:.4g} "
             f"val U {val['val_u']:.4g} ({entry['seconds']:.1f}s)"
         )
@@ -230,6 +257,8 @@ def train(
             log.info(msg)
     model.load_state_dict(best_state)
     final = validate(model, exp.scheme, val_set, cfg.val_n_iter, val_batch, solve)
+    if cpu:
+        fast_cpu.disable(model)
     record.update(
         seconds=time.perf_counter() - started,
         best_epoch=best["epoch"],

@@ -9,6 +9,7 @@ from snakemake.utils import validate
 from fourdvarnet.config import (
     ConfigError,
     canonical,
+    check_figure_rows,
     deep_merge,
     resolve_preset,
     schema_error,
@@ -50,12 +51,13 @@ FIGURES = {
     "fig3_l63_examples": ("fig3", "l63"),
     "fig4_l96": ("fig4", "l96"),
 }
+check_figure_rows(CFG, dict(FIGURES.values()))
 
 
 wildcard_constraints:
     preset=r"[A-Za-z0-9_]+",
     system="l63|l96",
-    row=r"(none|unsupervised|supervised)-(rk4|euler|genn)-(fsgd|lbfgs|enks|bayes|fixed_point|conv|lstm)",
+    row=r"(none|unsupervised|supervised)-(rk4|euler|genn|none)-(fsgd|lbfgs|enks|bayes|fixed_point|conv|lstm|direct)",
     seed=r"\d+",
     split="train|val|test",
 
