@@ -295,3 +295,46 @@ def test_model_config_errors():
         from_dict(ModelConfig, {"direct": {"kernel": 4}}, "model.l63")
     with pytest.raises(ConfigError, match=r"model.l63.direct: unknown key\(s\) \['depth'\]"):
         from_dict(ModelConfig, {"direct": {"depth": 4}}, "model.l63")
+
+
+def test_an_interrupted_training_resumes_to_the_same_weights(
+    l63_files, tmp_path, monkeypatch, small
+):
+    """A training killed in its second epoch leaves the first epoch's state; run again, it goes
+    on from there and ends with the weights and history of an uninterrupted run (CPU)."""
+    cfg = dict(small.train, epochs=3)  # GENN: pre-training, three parameter groups, a stage step
+    ref = small.train_row(l63_files, tmp_path / "ref.pt", train_cfg=cfg)
+
+    out = tmp_path / "resumed.pt"
+    check = training.check_finite
+
+    def killed_in_epoch_1(losses, where):
+        check(losses, where)
+        if where == "epoch 1":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "check_finite", killed_in_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        small.train_row(l63_files, out, train_cfg=cfg)
+    assert not out.exists() and (tmp_path / "resumed.pt.resume").exists()
+    assert torch.load(tmp_path / "resumed.pt.resume", weights_only=False)["epoch"] == 0
+    epochs_run = []
+    monkeypatch.setattr(training, "check_finite", lambda x, where: epochs_run.append(where))
+    resumed = small.train_row(l63_files, out, train_cfg=cfg)
+
+    assert epochs_run == ["epoch 1", "epoch 2"]  # went on from the saved epoch, not from 0
+
+    assert not (tmp_path / "resumed.pt.resume").exists()
+    assert [h["val_r"] for h in resumed["history"]] == [h["val_r"] for h in ref["history"]]
+    a, _ = load_checkpoint(tmp_path / "ref.pt")
+    b, _ = load_checkpoint(out)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+
+
+def test_a_resume_file_of_another_config_is_ignored(tmp_path):
+    path = tmp_path / "m.pt.resume"
+    training.save_resume(path, {"key": {"experiment": "a"}, "epoch": 4})
+    assert training.load_resume(path, {"experiment": "a"})["epoch"] == 4
+    assert training.load_resume(path, {"experiment": "b"}) is None
+    assert training.load_resume(tmp_path / "missing", {"experiment": "a"}) is None

@@ -147,7 +147,10 @@ def train_row(
         learn_lambdas=exp.scheme == "supervised" and tcfg.learn_lambdas,
     )
     model.to(device)
-    record = train(model, exp, tcfg, train_set.to(device), val_set.to(device), std=norm.std)
+    resume = Path(f"{checkpoint}.resume")  # the last completed epoch, if the job is killed
+    record = train(
+        model, exp, tcfg, train_set.to(device), val_set.to(device), std=norm.std, resume=resume
+    )
     save_checkpoint(
         checkpoint,
         model,
@@ -156,6 +159,7 @@ def train_row(
         train_set.attrs,
         {"train_record": record, "train_config": train_cfg, "device": str(device)},
     )
+    resume.unlink(missing_ok=True)
     log.info("wrote %s", checkpoint)
     return record
 

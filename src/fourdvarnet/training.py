@@ -21,13 +21,15 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import fast_cpu
-from .config import Experiment, TrainConfig
+from .config import Experiment, TrainConfig, as_dict
 from .cost import prior_term
 from .data import Split
 from .fast import FastSolve, GraphedTrainStep, graphs_available
@@ -142,6 +144,32 @@ def solver_iterations(cfg: TrainConfig, n_train: int) -> int:
     return steps * sum(stage_at(cfg, epoch).n_iter for epoch in range(cfg.epochs))
 
 
+def _resume_key(exp: Experiment, cfg: TrainConfig, n_train: int) -> dict:
+    """What a resume file must match to be taken up: the row, its training config and data size."""
+    return {"experiment": exp.name, "train": as_dict(cfg), "n_train": n_train}
+
+
+def load_resume(path: str | Path | None, key: dict) -> dict | None:
+    """The state saved by the last completed epoch of an interrupted training, or None (no file,
+    or one written for another row or config, which is then ignored and overwritten)."""
+    if path is None or not Path(path).exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("key") != key:
+        log.warning("ignoring %s: written by a training of another row or config", path)
+        return None
+    log.info("resuming from %s after epoch %d", path, state["epoch"] + 1)
+    return state
+
+
+def save_resume(path: str | Path, state: dict) -> None:
+    """Write ``state`` atomically: a kill mid-write leaves the previous epoch's file intact."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def train(
     model: FourDVarNet,
     exp: Experiment,
@@ -151,6 +179,7 @@ def train(
     std: float = 1.0,
     progress: bool = True,
     fast: bool = True,
+    resume: str | Path | None = None,
 ) -> dict:
     """Train ``model`` in place for row ``exp``; leaves it holding the best validation weights.
 
@@ -159,12 +188,19 @@ def train(
     steps and the validation solves replay CUDA graphs (``fourdvarnet.fast``); on the CPU a
     learned solver takes the compiled gradient of ``fourdvarnet.fast_cpu`` where
     ``cfg.cpu_fast`` asks for it (``auto``: ODE priors, jobs of ``fast_cpu.MIN_ITERATIONS``).
+
+    With ``resume`` (a path), the state after each completed epoch (weights, optimiser, random
+    generators, best weights so far, history) is written there atomically, and a training that
+    finds such a file of the same row and config goes on from its last completed epoch, to the
+    same weights as an uninterrupted run (on the CPU). The file is left for the caller to remove.
     """
     exp.check()
     gen = torch.Generator().manual_seed(exp.seed)
     record: dict = {"history": [], "pretrain": []}
     started = time.perf_counter()
-    if exp.prior == "genn" and cfg.pretrain_epochs > 0:
+    key = _resume_key(exp, cfg, len(train_set))
+    saved = load_resume(resume, key)
+    if saved is None and exp.prior == "genn" and cfg.pretrain_epochs > 0:
         record["pretrain"] = pretrain_prior(
             model.prior, train_set.x, cfg.pretrain_epochs, cfg.pretrain_lr, cfg.batch_size, gen
         )
@@ -205,9 +241,18 @@ def train(
     log.info("fast path: %s", record["fast_path"])
     best = {"val_metric": math.inf, "epoch": -1}
     best_state = copy.deepcopy(model.state_dict())
+    first_epoch = 0
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        gen.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        best, best_state, record = saved["best"], saved["best_state"], saved["record"]
+        first_epoch = saved["epoch"] + 1
+        started -= saved["seconds"]
     step, step_key = None, None
     val_batch = max(cfg.batch_size, 256)
-    for epoch in range(cfg.epochs):
+    for epoch in range(first_epoch, cfg.epochs):
         stage = stage_at(cfg, epoch)
         n_iter = 1 if one_pass else stage.n_iter
         for group, spec in zip(opt.param_groups, groups):
@@ -255,6 +300,22 @@ def train(
         )
         if progress:
             log.info(msg)
+        if resume is not None:
+            save_resume(
+                resume,
+                {
+                    "key": key,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "best": best,
+                    "best_state": best_state,
+                    "record": record,
+                    "seconds": time.perf_counter() - started,
+                },
+            )
     model.load_state_dict(best_state)
     final = validate(model, exp.scheme, val_set, cfg.val_n_iter, val_batch, solve)
     if cpu:
