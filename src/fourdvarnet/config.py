@@ -138,6 +138,10 @@ class DataConfig:
             )
 
 
+def _check_kernel(kernel: int, key: str) -> None:
+    _check(kernel % 2 == 1 and kernel >= 3, key, kernel, "must be odd and >= 3")
+
+
 @dataclass
 class GennConfig:
     """Two-scale GENN prior (Eq. 10): widths of the constrained and 1x1 layers."""
@@ -149,12 +153,7 @@ class GennConfig:
     head: bool = False  # branches end in ``hidden`` channels and share a 1x1 output layer
 
     def check(self, where: str) -> None:
-        _check(
-            self.kernel % 2 == 1 and self.kernel >= 3,
-            f"{where}.kernel",
-            self.kernel,
-            "must be odd and >= 3",
-        )
+        _check_kernel(self.kernel, f"{where}.kernel")
         for k in ("width", "hidden", "pool"):
             _check(getattr(self, k) >= 1, f"{where}.{k}", getattr(self, k), "must be >= 1")
 
@@ -169,12 +168,7 @@ class DirectConfig:
     kernel: int = 5  # odd
 
     def check(self, where: str) -> None:
-        _check(
-            self.kernel % 2 == 1 and self.kernel >= 3,
-            f"{where}.kernel",
-            self.kernel,
-            "must be odd and >= 3",
-        )
+        _check_kernel(self.kernel, f"{where}.kernel")
         _check(self.width >= 1, f"{where}.width", self.width, "must be >= 1")
         _check(self.levels >= 0, f"{where}.levels", self.levels, "must be >= 0")
 

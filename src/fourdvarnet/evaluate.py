@@ -87,38 +87,36 @@ def run_solver(
     outs, steps, stds = [], [], []
     parts = batches(len(test), batch_size, None)
     cpu = not fast and fast_cpu.wanted(cpu_fast, device, model, len(parts) * n_iter)
-    if cpu:  # until the end of the solves
-        fast_cpu.enable(model)
+    if cpu:  # a short last batch padded to the compiled shape
         solve = fast_cpu.PaddedSolve(model)
     last_log = time.perf_counter()
-    for j, idx in enumerate(parts):
-        b = test.subset(idx).to(device)
+    with fast_cpu.enabled(model, cpu):  # the eager gradient is back after it
+        for j, idx in enumerate(parts):
+            b = test.subset(idx).to(device)
 
-        def record(k, x, b=b, j=j):
-            nonlocal last_log
-            if k in position:
-                i = position[k]
-                r = float(((x - b.x) ** 2).mean(dim=(1, 2)).sum())
-                path_r[i] += r
-                path_u[i] += float(scorer.fourdvar(x, b.y, b.mask).sum())
-                if time.perf_counter() - last_log >= PROGRESS_SECONDS:
-                    last_log = time.perf_counter()
-                    log.info(
-                        "batch %d/%d: iteration %d/%d, R-score %.4g",
-                        j + 1, len(parts), k, n_iter, r / len(b) * scorer.std**2,
-                    )  # fmt: skip
+            def record(k, x, b=b, j=j):
+                nonlocal last_log
+                if k in position:
+                    i = position[k]
+                    r = float(((x - b.x) ** 2).mean(dim=(1, 2)).sum())
+                    path_r[i] += r
+                    path_u[i] += float(scorer.fourdvar(x, b.y, b.mask).sum())
+                    if time.perf_counter() - last_log >= PROGRESS_SECONDS:
+                        last_log = time.perf_counter()
+                        log.info(
+                            "batch %d/%d: iteration %d/%d, R-score %.4g",
+                            j + 1, len(parts), k, n_iter, r / len(b) * scorer.std**2,
+                        )  # fmt: skip
 
-        with torch.no_grad():
-            record(0, model.initial_state(b.y, b.mask))
-            x_hat = solve(b.y, b.mask, n_iter, callback=record)
-        scorer.add(x_hat, b.x, b.y, b.mask)
-        outs.append(x_hat.cpu())
-        if getattr(model.solver, "last_step", None) is not None:
-            steps.append(model.solver.last_step.flatten().cpu())
-        if getattr(model.solver, "last_std", None) is not None:
-            stds.append(model.solver.last_std.cpu())
-    if cpu:
-        fast_cpu.disable(model)
+            with torch.no_grad():
+                record(0, model.initial_state(b.y, b.mask))
+                x_hat = solve(b.y, b.mask, n_iter, callback=record)
+            scorer.add(x_hat, b.x, b.y, b.mask)
+            outs.append(x_hat.cpu())
+            if getattr(model.solver, "last_step", None) is not None:
+                steps.append(model.solver.last_step.flatten().cpu())
+            if getattr(model.solver, "last_std", None) is not None:
+                stds.append(model.solver.last_std.cpu())
     steps = torch.cat(steps) if steps else None
     stds = torch.cat(stds) if stds else None
     return torch.cat(outs), path_r / len(test), path_u / len(test), steps, stds

@@ -234,8 +234,7 @@ def train(
     solve = FastSolve(model) if graphs else None
     iterations = solver_iterations(cfg, len(train_set))
     cpu = fast and not graphs and fast_cpu.wanted(cfg.cpu_fast, device, model, iterations)
-    if cpu:  # until the end of the training (the eager gradient is back before returning)
-        fast_cpu.enable(model)
+    if cpu:  # validation batches padded to the compiled shape
         solve = fast_cpu.PaddedSolve(model)
     record["fast_path"] = "cuda_graphs" if graphs else "cpu_compiled" if cpu else "eager"
     log.info("fast path: %s", record["fast_path"])
@@ -252,74 +251,73 @@ def train(
         started -= saved["seconds"]
     step, step_key = None, None
     val_batch = max(cfg.batch_size, 256)
-    for epoch in range(first_epoch, cfg.epochs):
-        stage = stage_at(cfg, epoch)
-        n_iter = 1 if one_pass else stage.n_iter
-        for group, spec in zip(opt.param_groups, groups):
-            group["lr"] = stage.lr * spec["scale"]
+    with fast_cpu.enabled(model, cpu):  # the eager gradient is back after it
+        for epoch in range(first_epoch, cfg.epochs):
+            stage = stage_at(cfg, epoch)
+            n_iter = 1 if one_pass else stage.n_iter
+            for group, spec in zip(opt.param_groups, groups):
+                group["lr"] = stage.lr * spec["scale"]
 
-        def loss_fn(x, y, mask, n_iter=n_iter):
-            x_hat = model(y, mask, n_iter)
-            return training_loss(model, exp.scheme, x_hat, x, y, mask, prior_weight)
+            def loss_fn(x, y, mask, n_iter=n_iter):
+                x_hat = model(y, mask, n_iter)
+                return training_loss(model, exp.scheme, x_hat, x, y, mask, prior_weight)
 
-        epoch_batches = batches(len(train_set), cfg.batch_size, gen, drop_last=True)
-        if graphs and step_key != (n_iter, stage.lr):
-            first = train_set.subset(epoch_batches[0])
-            step = GraphedTrainStep(loss_fn, opt, (first.x, first.y, first.mask))
-            step_key = (n_iter, stage.lr)
-        t0, losses = time.perf_counter(), []
-        for idx in epoch_batches:
-            batch = train_set.subset(idx)
-            if graphs:
-                loss = step(batch.x, batch.y, batch.mask)
-            else:
-                loss = loss_fn(batch.x, batch.y, batch.mask)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            losses.append(loss.detach())
-        losses = torch.stack(losses)
-        check_finite(losses, f"epoch {epoch}")
-        val = validate(model, exp.scheme, val_set, cfg.val_n_iter, val_batch, solve)
-        entry = {
-            "epoch": epoch,
-            "n_iter": n_iter,
-            "lr": stage.lr,
-            "loss": float(losses.mean()),
-            "seconds": time.perf_counter() - t0,
-            **val,
-        }
-        record["history"].append(entry)
-        if val["val_metric"] < best["val_metric"]:
-            best = {"val_metric": val["val_metric"], "epoch": epoch}
-            best_state = copy.deepcopy(model.state_dict())
-        msg = (
-            f"epoch {epoch + 1}/{cfg.epochs} iter {n_iter} lr {stage.lr:.0e} "
-            f"loss {entry['loss']:.4g} val R-score {val['val_r'] * std**2:.4g} "
-            f"val U {val['val_u']:.4g} ({entry['seconds']:.1f}s)"
-        )
-        if progress:
-            log.info(msg)
-        if resume is not None:
-            save_resume(
-                resume,
-                {
-                    "key": key,
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "generator": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "best": best,
-                    "best_state": best_state,
-                    "record": record,
-                    "seconds": time.perf_counter() - started,
-                },
+            epoch_batches = batches(len(train_set), cfg.batch_size, gen, drop_last=True)
+            if graphs and step_key != (n_iter, stage.lr):
+                first = train_set.subset(epoch_batches[0])
+                step = GraphedTrainStep(loss_fn, opt, (first.x, first.y, first.mask))
+                step_key = (n_iter, stage.lr)
+            t0, losses = time.perf_counter(), []
+            for idx in epoch_batches:
+                batch = train_set.subset(idx)
+                if graphs:
+                    loss = step(batch.x, batch.y, batch.mask)
+                else:
+                    loss = loss_fn(batch.x, batch.y, batch.mask)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                losses.append(loss.detach())
+            losses = torch.stack(losses)
+            check_finite(losses, f"epoch {epoch}")
+            val = validate(model, exp.scheme, val_set, cfg.val_n_iter, val_batch, solve)
+            entry = {
+                "epoch": epoch,
+                "n_iter": n_iter,
+                "lr": stage.lr,
+                "loss": float(losses.mean()),
+                "seconds": time.perf_counter() - t0,
+                **val,
+            }
+            record["history"].append(entry)
+            if val["val_metric"] < best["val_metric"]:
+                best = {"val_metric": val["val_metric"], "epoch": epoch}
+                best_state = copy.deepcopy(model.state_dict())
+            msg = (
+                f"epoch {epoch + 1}/{cfg.epochs} iter {n_iter} lr {stage.lr:.0e} "
+                f"loss {entry['loss']:.4g} val R-score {val['val_r'] * std**2:.4g} "
+                f"val U {val['val_u']:.4g} ({entry['seconds']:.1f}s)"
             )
-    model.load_state_dict(best_state)
-    final = validate(model, exp.scheme, val_set, cfg.val_n_iter, val_batch, solve)
-    if cpu:
-        fast_cpu.disable(model)
+            if progress:
+                log.info(msg)
+            if resume is not None:
+                save_resume(
+                    resume,
+                    {
+                        "key": key,
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "generator": gen.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                        "best": best,
+                        "best_state": best_state,
+                        "record": record,
+                        "seconds": time.perf_counter() - started,
+                    },
+                )
+        model.load_state_dict(best_state)
+        final = validate(model, exp.scheme, val_set, cfg.val_n_iter, val_batch, solve)
     record.update(
         seconds=time.perf_counter() - started,
         best_epoch=best["epoch"],
