@@ -31,6 +31,7 @@ from fourdvarnet.config import (
     Stage,
     TrainConfig,
     resolve_preset,
+    row_train,
     train_config,
 )
 from fourdvarnet.data import Normalizer, Split
@@ -290,12 +291,16 @@ def test_cpu_fast_setting_and_the_auto_rule():
     assert train_config({"cpu_fast": False}).cpu_fast == "off"  # YAML's unquoted off
 
 
-@pytest.mark.parametrize("preset,on", [("ci", False), ("quick", False), ("paper", True)], ids=str)
+@pytest.mark.parametrize(
+    "preset,on", [("ci", False), ("quick", False), ("cpu", True), ("paper", True)], ids=str
+)
 def test_auto_keeps_short_presets_eager(preset, on):
-    """ci and quick trainings never pay a compile; the paper preset's (hours) take the path."""
+    """ci and quick trainings never pay a compile; the RK4 rows of the cpu preset (minutes) and
+    of the paper preset (hours) take the path."""
     raw = yaml.safe_load((pathlib.Path(__file__).parents[1] / "config.yaml").read_text())
     cfg = resolve_preset({**raw, "preset": preset})
-    for system in ("l63", "l96"):
-        tcfg = train_config(cfg["train"][system])
-        n = solver_iterations(tcfg, cfg["data"][system]["n_train"])
-        assert (n >= fast_cpu.MIN_ITERATIONS) == on, (system, n)
+    for system, rows in cfg["experiments"].items():
+        for row in (r for r in rows if r.split("-")[1] == "rk4" and not r.startswith("none-")):
+            tcfg = train_config(row_train(cfg["train"][system], row))
+            n = solver_iterations(tcfg, cfg["data"][system]["n_train"])
+            assert (n >= fast_cpu.MIN_ITERATIONS) == on, (system, row, n)

@@ -11,9 +11,11 @@ from fourdvarnet.config import (
     ConfigError,
     canonical,
     check_figure_rows,
+    check_train_rows,
     deep_merge,
     parse_command_line,
     resolve_preset,
+    row_train,
     schema_error,
     user_config,
 )
@@ -87,6 +89,15 @@ def test_an_unknown_key_is_named_in_one_short_line():
     for bad, key in [
         (dict(base(), foo=1), "foo"),
         (deep_merge(base(), {"train": {"l63": {"epoch": 3}}}), "epoch"),
+        # a per-row override is checked like the system's values, and its row name too
+        (
+            deep_merge(base(), {"train": {"l63": {"rows": {"supervised-rk4-conv": {"epoch": 3}}}}}),
+            "epoch",
+        ),
+        (
+            deep_merge(base(), {"train": {"l63": {"rows": {"supervised-rk4-cnn": {"epochs": 3}}}}}),
+            "supervised-rk4-cnn",
+        ),
     ]:
         with pytest.raises(jsonschema.ValidationError) as info:
             jsonschema.validate(bad, schema)
@@ -104,3 +115,35 @@ def test_every_figure_row_is_a_table_row():
         check_figure_rows(cfg, systems)
     del cfg["experiments"]["l63"]  # no L63 table: its figures are not drawn, nor checked
     check_figure_rows(cfg, systems)
+
+
+def test_a_row_override_changes_that_row_only():
+    train = {
+        "epochs": 10,
+        "pretrain_epochs": 5,
+        "schedule": [{"epoch": 0, "n_iter": 5, "lr": 1e-3}],
+        "rows": {
+            "supervised-genn-conv": {
+                "epochs": 4,
+                "schedule": [{"epoch": 0, "n_iter": 20, "lr": 1e-4}],
+            }
+        },
+    }
+    genn = row_train(train, "supervised-genn-conv")
+    assert genn["epochs"] == 4 and genn["pretrain_epochs"] == 5 and "rows" not in genn
+    assert genn["schedule"] == [{"epoch": 0, "n_iter": 20, "lr": 1e-4}]  # a list: replaced whole
+    other = row_train(train, "supervised-rk4-conv")
+    assert other == {k: v for k, v in train.items() if k != "rows"}
+    assert train["rows"]["supervised-genn-conv"]["epochs"] == 4  # the input is left alone
+
+
+def test_an_override_of_a_row_the_table_lacks_is_refused():
+    for preset in ("paper", "quick", "ci", "cpu"):
+        check_train_rows(resolve_preset(dict(base(), preset=preset)))
+    cfg = resolve_preset(base())
+    cfg["train"]["l63"]["rows"] = {"none-rk4-fsgd": {"epochs": 3}}  # not learned
+    with pytest.raises(ConfigError, match=r"train.l63.rows.none-rk4-fsgd"):
+        check_train_rows(cfg)
+    cfg["train"]["l63"]["rows"] = {"supervised-euler-conv": {"epochs": 3}}  # not in the table
+    with pytest.raises(ConfigError, match=r"supervised-euler-conv: not a learned row"):
+        check_train_rows(cfg)

@@ -20,12 +20,14 @@ import yaml
 
 
 def load_config(path: str | Path, preset: str | None = None) -> dict:
-    from .config import resolve_preset
+    from .config import check_train_rows, resolve_preset
 
     raw = yaml.safe_load(Path(path).read_text())
     if preset:
         raw["preset"] = preset
-    return resolve_preset(raw)
+    cfg = resolve_preset(raw)
+    check_train_rows(cfg)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,6 +90,8 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace, pipeline) -> Non
         return
     data_dir = Path(args.data_dir)  # train and evaluate only: simulate has no --data-dir
     if args.stage == "train":
+        from .config import row_train
+
         pipeline.train_row(
             args.row,
             system,
@@ -95,7 +99,7 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace, pipeline) -> Non
             data_dir / f"{system}_train.nc",
             data_dir / f"{system}_val.nc",
             cfg["model"][system],
-            cfg["train"][system],
+            row_train(cfg["train"][system], args.row),
             args.out,
             args.threads,
         )

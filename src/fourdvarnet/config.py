@@ -446,14 +446,35 @@ def train_config(d: dict | None, where: str = "train") -> TrainConfig:
     return cfg
 
 
+def row_train(train: dict, row: str) -> dict:
+    """The training values of one table row: ``train.<system>`` with its ``rows.<row>``
+    overrides merged in (key by key, lists whole), without the ``rows`` table itself."""
+    base = {k: v for k, v in train.items() if k != "rows"}
+    return deep_merge(base, (train.get("rows") or {}).get(row) or {})
+
+
+def check_train_rows(cfg: dict) -> None:
+    """Refuse a per-row training override (``train.<system>.rows.<row>``) for a row that is not
+    a learned row of ``experiments.<system>``: it would change nothing, silently."""
+    experiments = cfg.get("experiments") or {}
+    for system, train in (cfg.get("train") or {}).items():
+        learned = [r for r in experiments.get(system) or [] if not r.startswith("none-")]
+        for row in (train or {}).get("rows") or {}:
+            if row not in learned:
+                raise ConfigError(
+                    f"train.{system}.rows.{row}: not a learned row of experiments.{system} "
+                    f"({', '.join(learned) or 'none'})"
+                )
+
+
 def check_figure_rows(cfg: dict, systems: dict[str, str]) -> None:
     """Refuse a figure row (``figures.<fig>``, label: row) that is not a table row of the
     figure's system (``experiments.<system>``); ``systems`` maps each figure to its system.
-    Figures of a system without table rows are not drawn and not checked."""
+    Figures of a system without table rows (absent or empty) are not drawn and not checked."""
     experiments = cfg.get("experiments") or {}
     for fig, rows in (cfg.get("figures") or {}).items():
         system = systems.get(fig)
-        if system not in experiments:
+        if not experiments.get(system):
             continue
         for label, row in (rows or {}).items():
             if row not in experiments[system]:

@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .config import row_train
+
 #: (system, prior kind) -> (seconds per step, batch size, solver iterations) it was measured at.
 CPU_STEP = {
     ("l63", "ode"): (0.063, 32, 5),
@@ -88,7 +90,7 @@ def job_seconds(cfg: dict, system: str, row: str, table: dict) -> float:
     if key not in table:  # a system without measurements: price it as the dearer L96
         key = ("l96", key[1])
     seconds, ref_batch, ref_iter = table[key]
-    tcfg = cfg["train"][system]
+    tcfg = row_train(cfg["train"][system], row)
     n_train = int(cfg["data"][system].get("n_train", 1))
     batch = min(int(tcfg.get("batch_size", 1)), n_train)
     steps = (n_train // batch) * int(tcfg.get("epochs", 1))

@@ -10,8 +10,10 @@ from fourdvarnet.config import (
     ConfigError,
     canonical,
     check_figure_rows,
+    check_train_rows,
     deep_merge,
     resolve_preset,
+    row_train,
     schema_error,
     user_config,
 )
@@ -52,6 +54,7 @@ FIGURES = {
     "fig4_l96": ("fig4", "l96"),
 }
 check_figure_rows(CFG, dict(FIGURES.values()))
+check_train_rows(CFG)
 
 
 wildcard_constraints:
@@ -99,11 +102,13 @@ def checkpoint_for(wildcards):
 
 
 def all_outputs():
-    tables = [f"results/{t}.csv" for t, system in TABLES.items() if system in CFG["experiments"]]
+    """Tables and figures of every system with table rows."""
+    systems = [system for system, rows in CFG["experiments"].items() if rows]
+    tables = [f"results/{t}.csv" for t, system in TABLES.items() if system in systems]
     figures = [
         f"figures/{name}.{ext}"
         for name, (fig, system) in FIGURES.items()
-        if system in CFG["experiments"]
+        if system in systems
         for ext in ("pdf", "png")
     ]
     return tables + figures

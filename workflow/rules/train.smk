@@ -19,6 +19,6 @@ rule train:
         runtime=240,
     params:
         model=lambda w: CFG["model"][w.system],
-        train=lambda w: CFG["train"][w.system],
+        train=lambda w: row_train(CFG["train"][w.system], w.row),
     script:
         "../scripts/train.py"
