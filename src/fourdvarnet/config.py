@@ -24,6 +24,13 @@ LEARNED_SOLVERS = ("lstm", "conv")
 #: learns from the truth. Prior ``none`` and solver ``direct`` belong to this row only.
 DIRECT_ROW = ("supervised", "none", "direct")
 SCHEMES = ("none", "unsupervised", "supervised")
+#: How the learned solvers see ``g = grad_x U``, each sequence divided by an RMS: ``every``, its
+#: RMS at this iteration (the direction only, so the step never shrinks); ``initial``, its RMS
+#: at the first iteration of the solve; ``max``, the largest RMS of the solve so far (bounded
+#: inputs that shrink as the solve converges); ``none``: the raw gradient.
+GRAD_NORMS = ("every", "initial", "max", "none")
+#: ``train.<system>.cpu_fast``: the CPU fast path (``fast_cpu.wanted``).
+CPU_FAST = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -183,15 +190,15 @@ class ModelConfig:
     conv_widths: list[int] = field(default_factory=lambda: [8, 16])  # aG-Conv, x channels
     kernel: int = 3  # kernel of the solver convolutions
     bound: float = 5.0  # aG-Conv update bounded by bound * atan(z / bound)
-    grad_norm: str = "max"  # every, initial, max, none (solvers.GRAD_NORMS)
+    grad_norm: str = "max"  # one of GRAD_NORMS
     init_step: float = 0.05  # initial scale of the learned solvers' output layers
 
     def check(self, where: str) -> None:
         _check(
-            self.grad_norm in ("every", "initial", "max", "none"),
+            self.grad_norm in GRAD_NORMS,
             f"{where}.grad_norm",
             self.grad_norm,
-            "expected every, initial, max or none",
+            f"expected one of {GRAD_NORMS}",
         )
         _check(self.kernel % 2 == 1, f"{where}.kernel", self.kernel, "must be odd")
         _check(self.bound > 0, f"{where}.bound", self.bound, "must be positive")
@@ -243,10 +250,10 @@ class TrainConfig:
     def check(self, where: str) -> None:
         _check(self.epochs >= 1, f"{where}.epochs", self.epochs, "must be >= 1")
         _check(
-            self.cpu_fast in ("auto", "on", "off"),
+            self.cpu_fast in CPU_FAST,
             f"{where}.cpu_fast",
             self.cpu_fast,
-            "expected auto, on or off",
+            f"expected one of {CPU_FAST}",
         )
         _check(self.batch_size >= 1, f"{where}.batch_size", self.batch_size, "must be >= 1")
         _check(

@@ -39,6 +39,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .config import CPU_FAST
 from .priors import ODEPrior
 from .solvers import ConvSolver, LSTMSolver
 
@@ -46,8 +47,6 @@ from .solvers import ConvSolver, LSTMSolver
 #: (a training step of ``n_iter`` iterations counts ``n_iter``): at the 3-25 ms saved per batch
 #: iteration (docs/performance.md), they repay the 14-32 s of cold compiles of a job.
 MIN_ITERATIONS = 20_000
-
-SETTINGS = ("auto", "on", "off")
 
 #: The ``torch.compile`` backend of the fast path (the tests also use ``aot_eager``: the same
 #: traced graphs and autograd, run by eager kernels, without inductor's compile times).
@@ -97,8 +96,8 @@ def wanted(setting: str, device: torch.device | str, model: nn.Module, iteration
     CPU; ``auto``: besides, only with an ODE prior (RK4, Euler: a GENN prior's compiled
     gradient was measured 0.5-1.0x, slower) and a C++ compiler, for a job of at least
     ``MIN_ITERATIONS`` solver iterations on a batch (``iterations``)."""
-    if setting not in SETTINGS:
-        raise ValueError(f"unknown cpu_fast setting {setting!r}; expected one of {SETTINGS}")
+    if setting not in CPU_FAST:
+        raise ValueError(f"unknown cpu_fast setting {setting!r}; expected one of {CPU_FAST}")
     if setting == "off" or torch.device(device).type != "cpu" or not applies(model.solver):
         return False
     if setting == "on":

@@ -29,17 +29,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .config import SOLVERS, ModelConfig
+from .config import GRAD_NORMS, SOLVERS, ModelConfig
 from .layers import Conv, from_image, pointwise, to_image
 from .priors import LAYOUT
 
 Callback = Callable[[int, torch.Tensor], None]
-
-#: How the learned solvers see ``g = grad_x U``, each sequence divided by an RMS: ``every``, its
-#: RMS at this iteration (the direction only, so the step never shrinks); ``initial``, its RMS
-#: at the first iteration of the solve; ``max``, the largest RMS of the solve so far (bounded
-#: inputs that shrink as the solve converges); ``none``: the raw gradient.
-GRAD_NORMS = ("every", "initial", "max", "none")
 
 
 def rms(g: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
