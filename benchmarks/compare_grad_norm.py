@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--pretrain-epochs", type=int, default=None)
     ap.add_argument("--schedule", default=None, help="JSON [[epoch, n_iter, lr], ...]")
     ap.add_argument("--set", action="append", default=[], help="model key=JSON value")
+    ap.add_argument("--train-set", action="append", default=[], help="train key=JSON value")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True, help="JSON lines file to append to")
     args = ap.parse_args()
@@ -52,6 +53,9 @@ def main() -> None:
         key, value = item.split("=", 1)
         model_cfg[key] = json.loads(value)
     train_cfg = dict(cfg["train"][system])
+    for item in args.train_set:
+        key, value = item.split("=", 1)
+        train_cfg[key] = json.loads(value)
     if args.epochs is not None:
         train_cfg["epochs"] = args.epochs
     if args.pretrain_epochs is not None:
@@ -89,18 +93,25 @@ def main() -> None:
         )
         with xr.open_dataset(tmp / "recon.nc") as ds:
             path_u = ds["pathway_fourdvar_score"].values.astype(float)
+            err = (ds["x_hat"] - ds["x"]).values ** 2
+            observed_r = float(err[ds["mask"].values > 0].mean())  # R-score on observed entries
+            lambdas = [round(v, 4) for v in json.loads(ds.attrs["cost_lambdas"])]
         var = float(ds.attrs["train_std"]) ** 2  # normalised to physical units
     tail = np.diff(path_u[-6:])
     result = {
         "preset": args.preset,
+        "system": system,
         "row": args.row,
         "grad_norm": args.grad_norm,
         "model_set": args.set,
+        "train_set": args.train_set,
         "seed": args.seed,
         "epochs": train_cfg["epochs"],
         "best_epoch": record["best_epoch"] + 1,
         "val_r_score": scores["r_score"],
         "roughness": scores["roughness"],
+        "val_r_score_observed": observed_r,
+        "cost_lambdas": lambdas,
         "fourdvar_score": scores["fourdvar_score"],
         "cost_last5_decreasing": bool((tail <= 0).all()),
         "cost_last5_max_rise": float(tail.max()),

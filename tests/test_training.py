@@ -137,6 +137,20 @@ def test_unsupervised_training_leaves_the_prior_alone(l63_files, small, tmp_path
     )
 
 
+def test_supervised_rows_start_from_sup_lambdas(l63_files, small, tmp_path):
+    # frozen: the checkpoint keeps the configured weights exactly; learned: they move from there
+    for learn in (False, True):
+        cfg = dict(small.train, epochs=1, sup_lambdas=[0.04, 2.0], learn_lambdas=learn)
+        path = tmp_path / f"s{learn}.pt"
+        small.train_row(l63_files, path, row="supervised-rk4-conv", train_cfg=cfg)
+        lambdas = load_checkpoint(path)[0].cost.lambdas
+        if learn:
+            assert lambdas != pytest.approx((0.04, 2.0), abs=1e-7)
+            assert lambdas == pytest.approx((0.04, 2.0), rel=0.5)
+        else:
+            assert lambdas == pytest.approx((0.04, 2.0))
+
+
 @pytest.mark.parametrize("learn_ode", [False, True])
 def test_supervised_rk4_rows_keep_the_true_ode_unless_asked(l63_files, small, tmp_path, learn_ode):
     cfg = dict(
@@ -276,6 +290,7 @@ def test_direct_row_trains_on_the_mse_alone(l63_files, small, tmp_path):
         ({"schedule": [{"epoch": 0, "n_iter": 0, "lr": 1e-3}]}, "n_iter"),
         ({"device": "tpu"}, "device"),
         ({"unsup_lambdas": [0.1]}, "unsup_lambdas"),
+        ({"sup_lambdas": [-1.0, 1.0]}, "sup_lambdas"),
         ({"batchsize": 3}, "batchsize"),
     ],
 )

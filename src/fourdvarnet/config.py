@@ -234,6 +234,8 @@ class TrainConfig:
     prior_weight: float = 0.05  # supervised: weight of each prior term |x - Phi(x)|^2
     # unsupervised: fixed l1, l2; FSGD's and the 4DVar-score's (the authors trained with 0.1, 1)
     unsup_lambdas: list[float] = field(default_factory=lambda: [0.01, 1.0])
+    # supervised: the initial l1, l2 (learned jointly when learn_lambdas, else fixed)
+    sup_lambdas: list[float] = field(default_factory=lambda: [1.0, 1.0])
     learn_lambdas: bool = True  # supervised: l1, l2 learned jointly
     learn_ode: bool = False  # supervised RK4/Euler rows: learn the ODE parameters jointly
     pretrain_epochs: int = 20  # GENN pre-training on one-step prediction
@@ -271,12 +273,14 @@ class TrainConfig:
             "must be >= 0",
         )
         _check(self.pretrain_lr > 0, f"{where}.pretrain_lr", self.pretrain_lr, "must be positive")
-        _check(
-            len(self.unsup_lambdas) == 2 and min(self.unsup_lambdas) >= 0,
-            f"{where}.unsup_lambdas",
-            self.unsup_lambdas,
-            "needs two non-negative weights",
-        )
+        for key in ("unsup_lambdas", "sup_lambdas"):
+            value = getattr(self, key)
+            _check(
+                len(value) == 2 and min(value) >= 0,
+                f"{where}.{key}",
+                value,
+                "needs two non-negative weights",
+            )
         _check(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
             f"{where}.device",

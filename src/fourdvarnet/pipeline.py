@@ -136,7 +136,7 @@ def train_row(
     train_set, norm, fill = load_normalised(train_path)
     val_set, _, _ = load_normalised(val_path)
     dt = float(train_set.attrs["dt"])
-    lambdas = tcfg.unsup_lambdas if exp.scheme == "unsupervised" else (1.0, 1.0)
+    lambdas = tcfg.unsup_lambdas if exp.scheme == "unsupervised" else tcfg.sup_lambdas
     model = build_model(
         exp,
         dt,
