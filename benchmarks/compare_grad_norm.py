@@ -1,12 +1,18 @@
 """Compare the learned solvers' gradient normalisations on the validation split (issue 11).
 
-Trains one row with one ``model.<system>.grad_norm`` option and scores it on the *validation*
-split (never the test split) with the pipeline's own code: validation R-score, the smoothness
-ratio ``roughness`` (mean squared second difference in time of ``x_hat`` over the truth's) and
-the 4DVar cost over the last solver iterations. One JSON line per run goes to ``--out``.
+Trains one row with one ``model.<system>.grad_norm`` option (and any other model or training
+value, ``--set`` / ``--train-set``) and scores it on the *validation* split (never the test
+split) with the pipeline's own code: validation R-score, its value on the observed entries, the
+smoothness ratio ``roughness`` (mean squared second difference in time of ``x_hat`` over the
+truth's), the cost weights after training and the 4DVar cost over the last solver iterations.
+One JSON line per run goes to ``--out``.
 
     python benchmarks/compare_grad_norm.py --preset quick --data-dir results/quick/data \\
         --row supervised-rk4-conv --grad-norm initial --out grad_norm.jsonl
+    # the supervised rows' initial cost weights (train.<system>.sup_lambdas)
+    python benchmarks/compare_grad_norm.py --preset quick --data-dir results/quick/data \\
+        --row supervised-rk4-conv --grad-norm max --train-set 'sup_lambdas=[0.01,1.0]' \\
+        --out lambdas.jsonl
     # the paper's L63 data size with a shortened schedule:
     python benchmarks/compare_grad_norm.py --preset paper --data-dir /tmp/paper-data \\
         --row supervised-rk4-conv --grad-norm initial --epochs 6 \\
