@@ -34,6 +34,11 @@ from fourdvarnet import pipeline
 from fourdvarnet.cli import load_config
 
 
+def overrides(items: list[str]) -> dict:
+    """``key=JSON`` command-line items as a dict."""
+    return {key: json.loads(value) for key, value in (item.split("=", 1) for item in items)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="config.yaml")
@@ -54,14 +59,8 @@ def main() -> None:
 
     cfg = load_config(args.config, args.preset)
     system, data = args.system, Path(args.data_dir)
-    model_cfg = dict(cfg["model"][system], grad_norm=args.grad_norm)
-    for item in args.set:
-        key, value = item.split("=", 1)
-        model_cfg[key] = json.loads(value)
-    train_cfg = dict(cfg["train"][system])
-    for item in args.train_set:
-        key, value = item.split("=", 1)
-        train_cfg[key] = json.loads(value)
+    model_cfg = dict(cfg["model"][system], grad_norm=args.grad_norm, **overrides(args.set))
+    train_cfg = dict(cfg["train"][system], **overrides(args.train_set))
     if args.epochs is not None:
         train_cfg["epochs"] = args.epochs
     if args.pretrain_epochs is not None:
@@ -99,8 +98,6 @@ def main() -> None:
         )
         with xr.open_dataset(tmp / "recon.nc") as ds:
             path_u = ds["pathway_fourdvar_score"].values.astype(float)
-            err = (ds["x_hat"] - ds["x"]).values ** 2
-            observed_r = float(err[ds["mask"].values > 0].mean())  # R-score on observed entries
             lambdas = [round(v, 4) for v in json.loads(ds.attrs["cost_lambdas"])]
         var = float(ds.attrs["train_std"]) ** 2  # normalised to physical units
     tail = np.diff(path_u[-6:])
@@ -116,7 +113,7 @@ def main() -> None:
         "best_epoch": record["best_epoch"] + 1,
         "val_r_score": scores["r_score"],
         "roughness": scores["roughness"],
-        "val_r_score_observed": observed_r,
+        "val_r_score_observed": scores["r_score_observed"],
         "cost_lambdas": lambdas,
         "fourdvar_score": scores["fourdvar_score"],
         "cost_last5_decreasing": bool((tail <= 0).all()),
