@@ -32,6 +32,7 @@ import xarray as xr
 
 from fourdvarnet import pipeline
 from fourdvarnet.cli import load_config
+from fourdvarnet.config import row_train
 
 
 def overrides(items: list[str]) -> dict:
@@ -60,7 +61,7 @@ def main() -> None:
     cfg = load_config(args.config, args.preset)
     system, data = args.system, Path(args.data_dir)
     model_cfg = dict(cfg["model"][system], grad_norm=args.grad_norm, **overrides(args.set))
-    train_cfg = dict(cfg["train"][system], **overrides(args.train_set))
+    train_cfg = dict(row_train(cfg["train"][system], args.row), **overrides(args.train_set))
     if args.epochs is not None:
         train_cfg["epochs"] = args.epochs
     if args.pretrain_epochs is not None:

@@ -5,6 +5,7 @@ import torch
 
 from fourdvarnet import dynamics as D
 from fourdvarnet.config import GennConfig, ModelConfig
+from fourdvarnet.metrics import second_difference
 from fourdvarnet.priors import GENN, ODEPrior, build_prior, true_prior
 
 GENN_L63 = GennConfig(width=60, hidden=30, kernel=11, pool=4, head=False)
@@ -98,15 +99,17 @@ def _train(phi, x, steps=8, lr=0.5):
     return loss
 
 
+@pytest.mark.parametrize("upsample", ["block", "linear"])
 @pytest.mark.parametrize("system", ["l63", "l96"])
-def test_genn_output_independent_of_same_point(system):
+def test_genn_output_independent_of_same_point(system, upsample):
     torch.manual_seed(0)
     if system == "l63":
-        phi = GENN(1, 3, GennConfig(width=12, hidden=6, kernel=5, pool=4))
+        phi = GENN(1, 3, GennConfig(width=12, hidden=6, kernel=5, pool=4, upsample=upsample))
         x = torch.randn(2, 3, 32)
         points = [(0, slice(None), t) for t in (0, 5, 13, 31)] + [(1, 1, 17)]
     else:
-        phi = GENN(2, 1, GennConfig(width=8, hidden=6, kernel=5, pool=4, head=True))
+        cfg = GennConfig(width=8, hidden=6, kernel=5, pool=4, head=True, upsample=upsample)
+        phi = GENN(2, 1, cfg)
         x = torch.randn(2, 10, 24)
         points = [(0, k, t) for k, t in ((0, 0), (3, 9), (9, 23), (5, 14))]
     for point in points:
@@ -133,6 +136,21 @@ def test_genn_paper_sizes_keep_the_constraint():
     phi96 = GENN(2, 1, GENN_L96)
     x96 = torch.randn(1, 40, 16)
     _perturbation_check(phi96, x96, (0, 39, 7))
+
+
+def test_genn_linear_upsampling_is_smooth():
+    """On a smooth input the coarse branch's output is smooth with ``linear`` upsampling, and
+    piecewise (each block repeats the transposed kernel's pattern) with ``block``."""
+    torch.manual_seed(2)
+    t = torch.linspace(0, 3, 64)
+    x = torch.stack([torch.sin(t), torch.cos(2 * t), t / 3])[None]
+    rough = {}
+    for upsample in ("block", "linear"):
+        phi = GENN(1, 3, GennConfig(width=8, hidden=6, kernel=5, pool=4, upsample=upsample))
+        with torch.no_grad():
+            c = phi(x) - phi.fine(x)  # the coarse branch, upsampled
+        rough[upsample] = float(second_difference(c).pow(2).mean() / c.pow(2).mean())
+    assert rough["block"] > 1 and rough["linear"] < 1e-2, rough
 
 
 def test_genn_length_not_divisible_by_pool():

@@ -304,6 +304,10 @@ def test_model_config_errors():
         from_dict(ModelConfig, {"grad_norm": "sometimes"}, "model.l63")
     with pytest.raises(ConfigError, match="kernel"):
         from_dict(ModelConfig, {"genn": {"kernel": 4}}, "model.l63")
+    with pytest.raises(ConfigError, match=r"model.l63.genn.upsample.*'block', 'linear'"):
+        from_dict(ModelConfig, {"genn": {"upsample": "cubic"}}, "model.l63")
+    with pytest.raises(ConfigError, match=r"model.l63.genn.kernel = 3: must be >= 5 with linear"):
+        from_dict(ModelConfig, {"genn": {"kernel": 3, "upsample": "linear"}}, "model.l63")
     with pytest.raises(ConfigError, match="widht"):
         from_dict(ModelConfig, {"genn": {"widht": 4}}, "model.l63")
     with pytest.raises(ConfigError, match=r"model.l63.direct.kernel"):

@@ -18,6 +18,7 @@ import yaml
 from .dynamics import SYSTEMS
 
 PRIORS = ("rk4", "euler", "genn", "none")
+UPSAMPLE = ("block", "linear")
 SOLVERS = ("fsgd", "lbfgs", "enks", "bayes", "lstm", "conv", "fixed_point", "direct")
 LEARNED_SOLVERS = ("lstm", "conv")
 #: The direct-learning row, ``x_hat = CNN(y, Omega)``: no prior, no cost to minimise, the CNN
@@ -158,11 +159,18 @@ class GennConfig:
     kernel: int = 11  # kernel of the zero-centre convolution (odd)
     pool: int = 4  # time downsampling of the coarse branch
     head: bool = False  # branches end in ``hidden`` channels and share a 1x1 output layer
+    # coarse branch back to full resolution: "block" (the paper's transposed convolution, kernel
+    # = stride = pool: piecewise in blocks of ``pool`` steps) or "linear" (1x1 layer, then linear
+    # interpolation; its zero centre spans three coarse steps to keep the constraint)
+    upsample: str = "block"
 
     def check(self, where: str) -> None:
         _check_kernel(self.kernel, f"{where}.kernel")
         for k in ("width", "hidden", "pool"):
             _check(getattr(self, k) >= 1, f"{where}.{k}", getattr(self, k), "must be >= 1")
+        _check(self.upsample in UPSAMPLE, f"{where}.upsample", self.upsample, f"one of {UPSAMPLE}")
+        if self.upsample == "linear":  # three centre taps masked: a kernel of 3 would keep none
+            _check(self.kernel >= 5, f"{where}.kernel", self.kernel, "must be >= 5 with linear")
 
 
 @dataclass
@@ -466,10 +474,13 @@ def row_train(train: dict, row: str) -> dict:
 
 def check_train_rows(cfg: dict) -> None:
     """Refuse a per-row training override (``train.<system>.rows.<row>``) for a row that is not
-    a learned row of ``experiments.<system>``: it would change nothing, silently."""
+    a learned row of ``experiments.<system>``: it would change nothing, silently. A system
+    without table rows (absent or empty: not run) is not checked."""
     experiments = cfg.get("experiments") or {}
     for system, train in (cfg.get("train") or {}).items():
-        learned = [r for r in experiments.get(system) or [] if not r.startswith("none-")]
+        if not experiments.get(system):
+            continue
+        learned = [r for r in experiments[system] if not r.startswith("none-")]
         for row in (train or {}).get("rows") or {}:
             if row not in learned:
                 raise ConfigError(

@@ -30,7 +30,9 @@ class Conv(nn.Module):
     """A 'same'-size convolution, periodic over components in 2-D.
 
     With ``centre_zero`` the kernel's centre tap is masked to zero at every forward pass, so the
-    output at a position does not depend on the input at that position (the GENN constraint).
+    output at a position does not depend on the input at that position (the GENN constraint);
+    ``centre_width`` (odd) widens the masked centre along time to that many taps, so the output
+    depends on no input within ``centre_width // 2`` steps of its own.
     """
 
     def __init__(
@@ -41,10 +43,15 @@ class Conv(nn.Module):
         kernel: int,
         bias: bool = False,
         centre_zero: bool = False,
+        centre_width: int = 1,
     ):
         super().__init__()
         if dims not in (1, 2):
             raise ValueError(f"dims must be 1 or 2, got {dims}")
+        if centre_width % 2 == 0 or not 1 <= centre_width <= kernel:
+            raise ValueError(
+                f"centre_width must be odd and at most kernel={kernel}, got {centre_width}"
+            )
         self.dims, self.pad = dims, kernel // 2
         size = (kernel,) * dims
         self.weight = nn.Parameter(torch.empty(cout, cin, *size))
@@ -56,7 +63,8 @@ class Conv(nn.Module):
                 self.bias.copy_(ref.bias)
         if centre_zero:
             mask = torch.ones(size)
-            mask[(self.pad,) * dims] = 0.0
+            half = centre_width // 2
+            mask[(self.pad,) * (dims - 1) + (slice(self.pad - half, self.pad + half + 1),)] = 0.0
             self.register_buffer("centre_mask", mask)
         else:
             self.centre_mask = None

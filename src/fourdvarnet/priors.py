@@ -13,6 +13,7 @@ Every prior maps a normalised state sequence ``x`` of shape ``(batch, component,
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import PRIORS, GennConfig, ModelConfig
@@ -85,9 +86,9 @@ class Bilinear(nn.Module):
 class GENNBranch(nn.Sequential):
     """Zero-centre convolution, then 1x1 layers with a bilinear block (one scale of Eq. 10)."""
 
-    def __init__(self, dims: int, cin: int, cfg: GennConfig, cout: int):
+    def __init__(self, dims: int, cin: int, cfg: GennConfig, cout: int, centre_width: int = 1):
         super().__init__(
-            Conv(dims, cin, cfg.width, cfg.kernel, centre_zero=True),
+            Conv(dims, cin, cfg.width, cfg.kernel, centre_zero=True, centre_width=centre_width),
             nn.ReLU(),
             pointwise(dims, cfg.width, cfg.hidden),
             Bilinear(dims, cfg.hidden),
@@ -98,9 +99,15 @@ class GENNBranch(nn.Sequential):
 class GENN(nn.Module):
     """Two-scale Gibbs Energy Neural Network prior (paper Eq. 10); no biases.
 
-    The coarse branch average-pools time by ``pool``, applies a branch and upsamples with a
-    transposed convolution; the fine branch works at full resolution. The zero-centre masks of
-    the first convolutions make ``Phi(x)(s)`` independent of ``x(s)``, for every weight value.
+    The coarse branch average-pools time by ``pool``, applies a branch and upsamples; the fine
+    branch works at full resolution. The zero-centre masks of the first convolutions make
+    ``Phi(x)(s)`` independent of ``x(s)``, for every weight value.
+
+    Upsampling ``block`` (the paper's) is a transposed convolution with kernel = stride =
+    ``pool``: each fine step gets only its own coarse step's output, which excludes its own
+    block, and the output is piecewise in blocks. ``linear`` interpolates between neighbouring
+    coarse steps (smooth across blocks), so a fine step gets the outputs of three coarse steps:
+    the coarse convolution then masks three centre taps in time, which keeps the constraint.
     """
 
     def __init__(self, dims: int, channels: int, cfg: GennConfig | None = None):
@@ -111,9 +118,15 @@ class GENN(nn.Module):
         mid = cfg.hidden if cfg.head else cin
         stride = cfg.pool if dims == 1 else (1, cfg.pool)
         self.down = nn.AvgPool1d(cfg.pool) if dims == 1 else nn.AvgPool2d((1, cfg.pool))
-        self.coarse = GENNBranch(dims, cin, cfg, cfg.hidden)
-        up = nn.ConvTranspose1d if dims == 1 else nn.ConvTranspose2d
-        self.up = up(cfg.hidden, mid, stride, stride=stride, bias=False)
+        self.linear = cfg.upsample == "linear"
+        if self.linear:
+            self.coarse = GENNBranch(dims, cin, cfg, cfg.hidden, centre_width=3)
+            self.up = pointwise(dims, cfg.hidden, mid)
+        else:
+            self.coarse = GENNBranch(dims, cin, cfg, cfg.hidden)
+            up = nn.ConvTranspose1d if dims == 1 else nn.ConvTranspose2d
+            self.up = up(cfg.hidden, mid, stride, stride=stride, bias=False)
+        self.scale = stride
         self.fine = GENNBranch(dims, cin, cfg, mid)
         self.head = pointwise(dims, cfg.hidden, cin) if cfg.head else nn.Identity()
 
@@ -123,7 +136,11 @@ class GENN(nn.Module):
                 f"GENN needs a sequence length divisible by pool={self.pool}, got {x.shape[-1]}"
             )
         h = to_image(x, self.dims)
-        out = self.up(self.coarse(self.down(h))) + self.fine(h)
+        coarse = self.up(self.coarse(self.down(h)))
+        if self.linear:
+            mode = "linear" if self.dims == 1 else "bilinear"
+            coarse = F.interpolate(coarse, scale_factor=self.scale, mode=mode, align_corners=False)
+        out = coarse + self.fine(h)
         return from_image(self.head(out), self.dims)
 
 
