@@ -118,15 +118,13 @@ class GENN(nn.Module):
         mid = cfg.hidden if cfg.head else cin
         stride = cfg.pool if dims == 1 else (1, cfg.pool)
         self.down = nn.AvgPool1d(cfg.pool) if dims == 1 else nn.AvgPool2d((1, cfg.pool))
-        self.linear = cfg.upsample == "linear"
+        self.linear, self.scale = cfg.upsample == "linear", stride
+        self.coarse = GENNBranch(dims, cin, cfg, cfg.hidden, centre_width=3 if self.linear else 1)
         if self.linear:
-            self.coarse = GENNBranch(dims, cin, cfg, cfg.hidden, centre_width=3)
             self.up = pointwise(dims, cfg.hidden, mid)
         else:
-            self.coarse = GENNBranch(dims, cin, cfg, cfg.hidden)
             up = nn.ConvTranspose1d if dims == 1 else nn.ConvTranspose2d
             self.up = up(cfg.hidden, mid, stride, stride=stride, bias=False)
-        self.scale = stride
         self.fine = GENNBranch(dims, cin, cfg, mid)
         self.head = pointwise(dims, cfg.hidden, cin) if cfg.head else nn.Identity()
 
