@@ -1,9 +1,9 @@
 """Where a trained GENN row's roughness comes from: its prior's two branches, or its solver.
 
 For each checkpoint, on the *validation* split: the roughness (mean squared second difference in
-time over the truth's) of the prior applied to the true trajectories, ``Phi(x)``, and of its two
-branches apart (the output layer is linear and bias-free, so ``Phi(x)`` is their sum), of the
-reconstruction ``x_hat`` after the test's solver iterations, and its R-score. One line each.
+time over the truth's) of the prior applied to the true trajectories, ``Phi(x)``, of its two
+branches apart (``GENN.branches``, whose sum is ``Phi(x)``), of the reconstruction ``x_hat``
+after the test's solver iterations, and its R-score. One line each.
 
     python benchmarks/genn_roughness.py --data results/quick/data/l63_val.nc \\
         results/quick/models/l63/supervised-genn-conv/seed*.pt
@@ -15,7 +15,6 @@ import argparse
 
 import torch
 
-from fourdvarnet.layers import from_image, to_image
 from fourdvarnet.metrics import second_difference
 from fourdvarnet.model import load_checkpoint
 from fourdvarnet.pipeline import load_normalised
@@ -43,12 +42,11 @@ def main() -> None:
         if not isinstance(phi, GENN):
             raise SystemExit(f"{path}: not a GENN row")
         with torch.no_grad():
-            full = phi(x)
-            fine = from_image(phi.head(phi.fine(to_image(x, phi.dims))), phi.dims)
+            coarse, fine = phi.branches(x)
         x_hat = model(y, mask, args.n_iter).detach()
         r_score = float(((x_hat - x) * norm.std).pow(2).mean())
         print(
-            f"{path}: Phi(x) {rough(full):.1f}, coarse branch {rough(full - fine):.1f}, "
+            f"{path}: Phi(x) {rough(coarse + fine):.1f}, coarse branch {rough(coarse):.1f}, "
             f"fine branch {rough(fine):.1f}, x_hat {rough(x_hat):.1f}, R-score {r_score:.2f}"
         )
 

@@ -134,12 +134,21 @@ class GENN(nn.Module):
                 f"GENN needs a sequence length divisible by pool={self.pool}, got {x.shape[-1]}"
             )
         h = to_image(x, self.dims)
+        return from_image(self.head(self._coarse(h) + self.fine(h)), self.dims)
+
+    def _coarse(self, h: torch.Tensor) -> torch.Tensor:
+        """The coarse branch, back at full resolution (before the output layer)."""
         coarse = self.up(self.coarse(self.down(h)))
         if self.linear:
             mode = "linear" if self.dims == 1 else "bilinear"
             coarse = F.interpolate(coarse, scale_factor=self.scale, mode=mode, align_corners=False)
-        out = coarse + self.fine(h)
-        return from_image(self.head(out), self.dims)
+        return coarse
+
+    def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(coarse, fine)``: the two branches' parts of ``Phi(x)``, which is their sum (the
+        output layer is linear and bias-free)."""
+        h = to_image(x, self.dims)
+        return tuple(from_image(self.head(b), self.dims) for b in (self._coarse(h), self.fine(h)))
 
 
 def build_prior(
