@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--system", default="l63")
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--row", required=True)
-    ap.add_argument("--grad-norm", required=True)
+    ap.add_argument("--grad-norm", default=None, help="default: the config's")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     ap.add_argument("--pretrain-epochs", type=int, default=None)
@@ -55,12 +55,16 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="model key=JSON value")
     ap.add_argument("--train-set", action="append", default=[], help="train key=JSON value")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--pretrained", default=None, help="a GENN row's pre-trained prior file")
+    ap.add_argument("--label", default="", help="a name for the run in the output")
     ap.add_argument("--out", required=True, help="JSON lines file to append to")
     args = ap.parse_args()
 
     cfg = load_config(args.config, args.preset)
     system, data = args.system, Path(args.data_dir)
-    model_cfg = dict(cfg["model"][system], grad_norm=args.grad_norm, **overrides(args.set))
+    model_cfg = dict(cfg["model"][system], **overrides(args.set))
+    if args.grad_norm:
+        model_cfg["grad_norm"] = args.grad_norm
     train_cfg = dict(row_train(cfg["train"][system], args.row), **overrides(args.train_set))
     if args.epochs is not None:
         train_cfg["epochs"] = args.epochs
@@ -83,6 +87,7 @@ def main() -> None:
             train_cfg,
             tmp / "model.pt",
             args.threads,
+            pretrained=args.pretrained,
         )
         train_s = time.perf_counter() - t0
         scores = pipeline.evaluate_row(
@@ -106,7 +111,7 @@ def main() -> None:
         "preset": args.preset,
         "system": system,
         "row": args.row,
-        "grad_norm": args.grad_norm,
+        "grad_norm": model_cfg["grad_norm"],
         "model_set": args.set,
         "train_set": args.train_set,
         "seed": args.seed,
@@ -121,6 +126,8 @@ def main() -> None:
         "cost_last5_max_rise": float(tail.max()),
         "train_seconds": train_s,
         "val_history": [round(h["val_r"] * var, 4) for h in record["history"]],
+        "epoch_seconds": [round(h["seconds"], 1) for h in record["history"]],
+        "label": args.label,
     }
     with open(args.out, "a") as f:
         f.write(json.dumps(result) + "\n")

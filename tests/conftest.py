@@ -165,6 +165,7 @@ SMALL_TRAIN = {
     "pretrain_epochs": 1,
     "val_n_iter": 3,
     "device": "cpu",
+    "collapse_ratio": 0.0,  # two steps do not train a network: no collapse check
 }
 
 #: Test-time evaluation: few iterations, FSGD short enough for a unit test.

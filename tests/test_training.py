@@ -191,7 +191,7 @@ def test_divergence_raises_and_leaves_no_checkpoint(l63_files, small, tmp_path, 
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 2 else loss
 
-    monkeypatch.setattr(training, "training_loss", flaky)
+    monkeypatch.setattr(training.loop, "training_loss", flaky)
     ckpt = tmp_path / "diverged.pt"
     with pytest.raises(TrainingDiverged, match=r"epoch 0, batch 1"):
         small.train_row(l63_files, ckpt, row="supervised-rk4-conv")
@@ -332,13 +332,13 @@ def test_an_interrupted_training_resumes_to_the_same_weights(
         if where == "epoch 1":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "check_finite", killed_in_epoch_1)
+    monkeypatch.setattr(training.loop, "check_finite", killed_in_epoch_1)
     with pytest.raises(KeyboardInterrupt):
         small.train_row(l63_files, out, train_cfg=cfg)
     assert not out.exists() and (tmp_path / "resumed.pt.resume").exists()
     assert torch.load(tmp_path / "resumed.pt.resume", weights_only=False)["epoch"] == 0
     epochs_run = []
-    monkeypatch.setattr(training, "check_finite", lambda x, where: epochs_run.append(where))
+    monkeypatch.setattr(training.loop, "check_finite", lambda x, where: epochs_run.append(where))
     resumed = small.train_row(l63_files, out, train_cfg=cfg)
 
     assert epochs_run == ["epoch 1", "epoch 2"]  # went on from the saved epoch, not from 0

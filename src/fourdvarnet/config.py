@@ -32,6 +32,13 @@ SCHEMES = ("none", "unsupervised", "supervised")
 GRAD_NORMS = ("every", "initial", "max", "none")
 #: ``train.<system>.cpu_fast``: the CPU fast path (``fast_cpu.wanted``).
 CPU_FAST = ("auto", "on", "off")
+#: ``train.<system>.decay``: the learning rate within each schedule stage: constant (``none``,
+#: the paper's) or times a cosine from 1 down to ``min_lr_factor`` over the whole training.
+DECAYS = ("none", "cosine")
+#: ``train.<system>.lambda_param``: how the supervised rows learn the cost weights: ``sqrt``,
+#: ``l1 = a1^2, l2 = a2^2`` (two parameters); ``log_ratio``, ``l1 = c e^(r/2), l2 = c e^(-r/2)``
+#: with only ``r = log(l1 / l2)`` learned (the normalised-gradient solvers see only the ratio).
+LAMBDA_PARAMS = ("sqrt", "log_ratio")
 
 
 class ConfigError(ValueError):
@@ -200,6 +207,7 @@ class ModelConfig:
     bound: float = 5.0  # aG-Conv update bounded by bound * atan(z / bound)
     grad_norm: str = "max"  # one of GRAD_NORMS
     init_step: float = 0.05  # initial scale of the learned solvers' output layers
+    learn_step: bool = False  # a learned scale exp(s) of every solver step, s starting at 0
 
     def check(self, where: str) -> None:
         _check(
@@ -252,6 +260,21 @@ class TrainConfig:
     device: str = "auto"
     # CPU fast path (compiled gradient of U, fast_cpu): auto (long ODE-prior jobs), on, off
     cpu_fast: str = "auto"
+    # recipe options beyond the paper (off by default, README "Training recipe")
+    warmup_steps: int = 0  # the rate ramped linearly from 0 over the first optimiser steps
+    decay: str = "none"  # one of DECAYS
+    min_lr_factor: float = 0.01  # cosine decay: the last step's rate over the stage's
+    clip_grad_norm: float = 0.0  # clip the global gradient norm to this (0: off)
+    lambda_param: str = "sqrt"  # one of LAMBDA_PARAMS
+    lambda_lr_factor: float = 1.0  # the cost weights learn at this fraction of the rate
+    backprop_iters: int = 0  # back-propagate through the last k solver iterations (0: all)
+    max_seconds: float = 0.0  # stop after the epoch that passes this training time (0: none)
+    # stop when the best validation metric improved by less than this fraction over the last
+    # quarter of the epochs run (from 4 epochs on; 0: off)
+    flat_stop: float = 0.0
+    # refuse a network whose validation reconstructions vary in time by less than this fraction
+    # of the truth's variance (collapsed to a constant; 0: no check)
+    collapse_ratio: float = 1e-3
 
     def __post_init__(self) -> None:
         if isinstance(self.cpu_fast, bool):  # YAML 1.1 reads unquoted on/off as booleans
@@ -281,6 +304,25 @@ class TrainConfig:
             "must be >= 0",
         )
         _check(self.pretrain_lr > 0, f"{where}.pretrain_lr", self.pretrain_lr, "must be positive")
+        _check(self.decay in DECAYS, f"{where}.decay", self.decay, f"expected one of {DECAYS}")
+        _check(
+            self.lambda_param in LAMBDA_PARAMS,
+            f"{where}.lambda_param",
+            self.lambda_param,
+            f"expected one of {LAMBDA_PARAMS}",
+        )
+        _check(
+            0 <= self.min_lr_factor <= 1,
+            f"{where}.min_lr_factor",
+            self.min_lr_factor,
+            "must lie in [0, 1]",
+        )
+        for key in (
+            "warmup_steps", "clip_grad_norm", "lambda_lr_factor", "backprop_iters",
+            "max_seconds", "flat_stop", "collapse_ratio",
+        ):  # fmt: skip
+            value = getattr(self, key)
+            _check(value >= 0, f"{where}.{key}", value, "must be >= 0")
         for key in ("unsup_lambdas", "sup_lambdas"):
             value = getattr(self, key)
             _check(
@@ -468,24 +510,36 @@ def train_config(d: dict | None, where: str = "train") -> TrainConfig:
 def row_train(train: dict, row: str) -> dict:
     """The training values of one table row: ``train.<system>`` with its ``rows.<row>``
     overrides merged in (key by key, lists whole), without the ``rows`` table itself."""
-    base = {k: v for k, v in train.items() if k != "rows"}
-    return deep_merge(base, (train.get("rows") or {}).get(row) or {})
+    return deep_merge(system_train(train), (train.get("rows") or {}).get(row) or {})
+
+
+def system_train(train: dict) -> dict:
+    """The training values of a system without its per-row overrides (the GENN pre-training
+    shared by the rows of a seed reads these)."""
+    return {k: v for k, v in train.items() if k != "rows"}
 
 
 def check_train_rows(cfg: dict) -> None:
     """Refuse a per-row training override (``train.<system>.rows.<row>``) for a row that is not
-    a learned row of ``experiments.<system>``: it would change nothing, silently. A system
-    without table rows (absent or empty: not run) is not checked."""
+    a learned row of ``experiments.<system>``: it would change nothing, silently; so would a
+    row's GENN pre-training values (one pre-training per system and seed). A system without
+    table rows (absent or empty: not run) is not checked."""
     experiments = cfg.get("experiments") or {}
     for system, train in (cfg.get("train") or {}).items():
         if not experiments.get(system):
             continue
         learned = [r for r in experiments[system] if not r.startswith("none-")]
-        for row in (train or {}).get("rows") or {}:
+        for row, values in ((train or {}).get("rows") or {}).items():
             if row not in learned:
                 raise ConfigError(
                     f"train.{system}.rows.{row}: not a learned row of experiments.{system} "
                     f"({', '.join(learned) or 'none'})"
+                )
+            shared = sorted(set(values or {}) & {"pretrain_epochs", "pretrain_lr"})
+            if shared:
+                raise ConfigError(
+                    f"train.{system}.rows.{row}: {shared} cannot differ by row: the GENN "
+                    f"pre-training is shared by the rows of a seed; set train.{system}.{shared[0]}"
                 )
 
 

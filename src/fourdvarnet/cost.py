@@ -11,6 +11,8 @@ on the batch it sits in.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -27,31 +29,58 @@ def prior_term(x: torch.Tensor, prior: nn.Module) -> torch.Tensor:
 
 
 class VariationalCost(nn.Module):
-    """U_Phi with prior ``Phi`` and weights ``l1 = a_obs**2``, ``l2 = a_prior**2``.
+    """U_Phi with prior ``Phi`` and weights ``l1``, ``l2`` in one of two parametrisations.
 
-    The weights are stored through their square roots so that they stay non-negative when they
-    are learned (supervised training); ``learn_lambdas=False`` freezes them.
+    ``sqrt`` (the default): ``l1 = a_obs**2``, ``l2 = a_prior**2``, so that the weights stay
+    non-negative when they are learned (supervised training). ``log_ratio``: ``l1 = c e^(r/2)``,
+    ``l2 = c e^(-r/2)`` with ``r = log(l1 / l2)`` the one learned parameter and ``c`` fixed at
+    the initial ``sqrt(l1 l2)``: the solvers that see the normalised gradient depend on the ratio
+    only. ``learn_lambdas=False`` freezes the weights.
     """
 
     def __init__(
-        self, prior: nn.Module, lambda_obs: float, lambda_prior: float, learn_lambdas: bool = False
+        self,
+        prior: nn.Module,
+        lambda_obs: float,
+        lambda_prior: float,
+        learn_lambdas: bool = False,
+        param: str = "sqrt",
     ):
         super().__init__()
         if lambda_obs < 0 or lambda_prior < 0:
             raise ValueError(f"cost weights must be non-negative, got {lambda_obs}, {lambda_prior}")
-        self.prior = prior
-        self.a_obs = nn.Parameter(
-            torch.tensor(float(lambda_obs) ** 0.5), requires_grad=learn_lambdas
-        )
-        self.a_prior = nn.Parameter(
-            torch.tensor(float(lambda_prior) ** 0.5), requires_grad=learn_lambdas
-        )
+        self.prior, self.param = prior, param
+        if param == "sqrt":
+            for name, value in (("a_obs", lambda_obs), ("a_prior", lambda_prior)):
+                a = torch.tensor(float(value) ** 0.5)
+                setattr(self, name, nn.Parameter(a, requires_grad=learn_lambdas))
+        elif param == "log_ratio":
+            if lambda_obs <= 0 or lambda_prior <= 0:
+                raise ValueError(
+                    f"log_ratio cost weights must be positive, got {lambda_obs}, {lambda_prior}"
+                )
+            ratio = torch.tensor(math.log(lambda_obs / lambda_prior))
+            self.log_ratio = nn.Parameter(ratio, requires_grad=learn_lambdas)
+            self.register_buffer("scale", torch.tensor(math.sqrt(lambda_obs * lambda_prior)))
+        else:
+            raise ValueError(f"unknown cost weight parametrisation {param!r}")
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """The parameters that set ``l1`` and ``l2`` (learned in supervised training)."""
+        return [self.a_obs, self.a_prior] if self.param == "sqrt" else [self.log_ratio]
+
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(l1, l2)`` as tensors (differentiable in the learned parameters)."""
+        if self.param == "sqrt":
+            return self.a_obs**2, self.a_prior**2
+        half = self.log_ratio / 2
+        return self.scale * half.exp(), self.scale * (-half).exp()
 
     @property
     def lambdas(self) -> tuple[float, float]:
-        return float(self.a_obs.detach() ** 2), float(self.a_prior.detach() ** 2)
+        l1, l2 = self.weights()
+        return float(l1.detach()), float(l2.detach())
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.a_obs**2 * observation_term(x, y, mask) + self.a_prior**2 * prior_term(
-            x, self.prior
-        )
+        l1, l2 = self.weights()
+        return l1 * observation_term(x, y, mask) + l2 * prior_term(x, self.prior)

@@ -88,7 +88,8 @@ class DirectSolver(nn.Module):
         cin = 2 * channels if dims == 1 else 2
         self.net = UNet(dims, cin, channels if dims == 1 else 1, cfg)
 
-    def forward(self, cost, x0, y, mask, n_iter, callback=None):
+    def forward(self, cost, x0, y, mask, n_iter, callback=None, grad_last=0):
+        """One pass of the U-Net (``n_iter`` and ``grad_last`` do not apply)."""
         stack = torch.cat if self.dims == 1 else torch.stack
         x_hat = from_image(self.net(stack([mask * y, mask], dim=1)), self.dims)
         if callback is not None:

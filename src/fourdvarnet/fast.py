@@ -55,7 +55,8 @@ class GraphedTrainStep:
     ``loss_fn`` takes the static input tensors and returns a scalar loss. The optimiser must be
     created with ``capturable=True``. Warm-up steps run before the capture (CUDA graphs need
     them); their effect on the parameters and the optimiser state is undone, so the first
-    replayed step starts from the same state as the eager step would.
+    replayed step starts from the same state as the eager step would. ``before_step`` runs
+    between the backward and the optimiser step (the gradient clipping), inside the graph.
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class GraphedTrainStep:
         opt: torch.optim.Optimizer,
         example: tuple[torch.Tensor, ...],
         warmup: int = 2,
+        before_step: Callable[[], None] | None = None,
     ):
         self.static_in = tuple(t.detach().clone() for t in example)
         params = [p for g in opt.param_groups for p in g["params"]]
@@ -75,6 +77,8 @@ class GraphedTrainStep:
             for _ in range(warmup):
                 opt.zero_grad(set_to_none=True)
                 loss_fn(*self.static_in).backward()
+                if before_step is not None:
+                    before_step()
                 opt.step()
         torch.cuda.current_stream().wait_stream(side)
         _restore(opt, params, saved_params, saved_state)
@@ -83,6 +87,8 @@ class GraphedTrainStep:
         with torch.cuda.graph(self.graph):
             self.static_loss = loss_fn(*self.static_in)
             self.static_loss.backward()
+            if before_step is not None:
+                before_step()
             opt.step()
 
     def __call__(self, *batch: torch.Tensor) -> torch.Tensor:

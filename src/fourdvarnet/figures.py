@@ -13,7 +13,9 @@ share a style fall back to the tab10 colour cycle.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -322,4 +324,55 @@ def fig4(evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "") ->
     bottom.colorbar(im_e, ax=axes[1, :], label="|error| (model units)")
     bottom.suptitle(f"first half of test sequence {s}: reconstructions and absolute errors")
     _title(fig, "Figure 4 – Lorenz-96", preset, dsets)
+    _save(fig, out_pdf, out_png)
+
+
+def _curve(record: dict):
+    """A training record's optimiser steps, training seconds (cumulative, pre-training excluded)
+    and validation R-scores (normalised units) per epoch."""
+    hist = record["history"]
+    steps = np.array([h["steps"] for h in hist])
+    return steps, np.cumsum([h["seconds"] for h in hist]), np.array([h["val_r"] for h in hist])
+
+
+def fig_training(
+    checkpoints: Mapping[str, str | Path],
+    references: Mapping[str, str | Path],
+    paper: Mapping[str, float],
+    out_pdf,
+    out_png,
+    preset: str = "",
+) -> None:
+    """Training curves: each learned row's validation R-score against optimiser steps and
+    against training seconds (log axes), its paper test R-score as a dashed line in its colour,
+    and the test R-scores of the reference rows (``references``: label -> scores JSON, e.g. the
+    EnKS and the Bayes floor) as grey horizontal lines. ``checkpoints``: row -> checkpoint."""
+    import torch
+
+    if not checkpoints:
+        raise ValueError("no checkpoint given: the training figure needs a learned row")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), sharey=True, constrained_layout=True)
+    colours = iter(plt.get_cmap("tab10").colors)
+    for row, path in checkpoints.items():
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        var = ckpt["normalizer"]["std"] ** 2
+        steps, seconds, val_r = _curve(ckpt["train_record"])
+        colour = next(colours)
+        for ax, x in zip(axes, (steps, seconds)):
+            ax.plot(x, val_r * var, marker="o", ms=3, lw=1.6, color=colour, label=row)
+            if not math.isnan(paper.get(row, math.nan)):
+                ax.axhline(paper[row], color=colour, ls="--", lw=1)
+    for (label, path), ls in zip(references.items(), (":", "-.", "-")):
+        score = json.loads(Path(path).read_text())["r_score"]
+        for ax in axes:
+            ax.axhline(score, color="0.4", ls=ls, lw=1.4, label=f"{label} (test)")
+    for ax, xlabel in zip(axes, ("optimiser steps", "training seconds (pre-training excluded)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("validation R-score (dashed: the paper's test value)")
+    axes[1].legend(fontsize=8, loc="upper right")
+    title = "Training curves" + (f" (preset {preset}, first seed)" if preset else "")
+    fig.suptitle(title, fontsize=13)
     _save(fig, out_pdf, out_png)

@@ -41,8 +41,13 @@ class FourDVarNet(nn.Module):
     def initial_state(self, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return interpolate(y, mask, self.fill)
 
-    def forward(self, y, mask, n_iter: int, callback=None) -> torch.Tensor:
-        return self.solver(self.cost, self.initial_state(y, mask), y, mask, n_iter, callback)
+    def forward(self, y, mask, n_iter: int, callback=None, grad_last: int = 0) -> torch.Tensor:
+        """``grad_last``: in training, back-propagate through the last ``grad_last`` solver
+        iterations only (0: all; the gradient-based solvers)."""
+        x0 = self.initial_state(y, mask)
+        if grad_last:
+            return self.solver(self.cost, x0, y, mask, n_iter, callback, grad_last=grad_last)
+        return self.solver(self.cost, x0, y, mask, n_iter, callback)
 
 
 def build_model(
@@ -56,6 +61,7 @@ def build_model(
     fsgd_step: float | str = 1.0,
     fsgd_fraction: float = 0.5,
     solver: nn.Module | None = None,
+    lambda_param: str = "sqrt",
 ) -> FourDVarNet:
     """Assemble the row ``exp``: prior, cost weights and solver (built from ``exp`` and ``model``
     unless given, as the ensemble smoother, which needs the data's climatology).
@@ -70,7 +76,8 @@ def build_model(
         prior = true_prior(exp.system, dt, norm.mean, norm.std)
     else:
         prior = build_prior(exp.prior, exp.system, dt, norm.mean, norm.std, model)
-    cost = VariationalCost(prior, *lambdas, learn_lambdas=learn_lambdas and not direct)
+    learn = learn_lambdas and not direct
+    cost = VariationalCost(prior, *lambdas, learn_lambdas=learn, param=lambda_param)
     if solver is None and direct:
         solver = DirectSolver(*LAYOUT[exp.system], (model or ModelConfig()).direct)
     elif solver is None:
@@ -100,6 +107,7 @@ def save_checkpoint(
         },
         "fill": model.fill.cpu(),
         "lambdas": model.cost.lambdas,
+        "lambda_param": model.cost.param,
         "package_version": __version__,
         **extra,
     }
@@ -114,6 +122,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[FourDVarNet, 
     exp = from_dict(Experiment, ckpt["experiment"], "checkpoint.experiment")
     model_cfg = from_dict(ModelConfig, ckpt["model_config"], "checkpoint.model_config")
     norm = Normalizer(**ckpt["normalizer"])
-    model = build_model(exp, ckpt["dt"], norm, ckpt["fill"], model_cfg, ckpt["lambdas"])
+    model = build_model(
+        exp, ckpt["dt"], norm, ckpt["fill"], model_cfg, ckpt["lambdas"],
+        lambda_param=ckpt.get("lambda_param", "sqrt"),
+    )  # fmt: skip
     model.load_state_dict(ckpt["state_dict"])
     return model, ckpt

@@ -31,7 +31,8 @@ from .enks import EnKSSolver
 from .evaluate import evaluate
 from .model import build_model, load_checkpoint, save_checkpoint
 from .posterior import PosteriorMeanSolver
-from .training import pick_device, seed_everything, train
+from .priors import build_prior
+from .training import pick_device, pretrain_prior, seed_everything, train
 
 log = logging.getLogger("fourdvarnet")
 
@@ -112,6 +113,57 @@ def load_normalised(path):
     return norm.encode(split), norm, torch.as_tensor(fill)
 
 
+def pretrain_genn(
+    system: str,
+    seed: int,
+    train_path,
+    model_cfg: dict,
+    train_cfg: dict,
+    output: str | Path,
+    threads: int | None = None,
+) -> list[float]:
+    """Pre-train the GENN prior of ``system`` and ``seed`` on one-step prediction and write its
+    weights: every GENN row of that seed starts from them (``train_row(pretrained=...)``).
+
+    The prior is initialised as inside a row's model (the global generator seeded with
+    ``seed``, the prior built first) and fitted with ``train.<system>``'s ``pretrain_epochs``,
+    ``pretrain_lr`` and ``batch_size``, its batches drawn from a generator seeded with ``seed``.
+    """
+    mcfg = from_dict(ModelConfig, model_cfg, f"model.{system}")
+    tcfg = train_config(train_cfg, f"train.{system}")
+    set_threads(threads)
+    device = pick_device(tcfg.device)
+    seed_everything(seed)
+    train_set, norm, _ = load_normalised(train_path)
+    dt = float(train_set.attrs["dt"])
+    prior = build_prior("genn", system, dt, norm.mean, norm.std, mcfg).to(device)
+    log.info("pre-training the %s GENN prior, seed %d, on %s", system, seed, device)
+    gen = torch.Generator().manual_seed(seed)
+    x = train_set.to(device).x
+    history = pretrain_prior(prior, x, tcfg.pretrain_epochs, tcfg.pretrain_lr, tcfg.batch_size, gen)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{output}.part")
+    state = {k: v.detach().cpu() for k, v in prior.state_dict().items()}
+    genn = dataclasses.asdict(mcfg.genn)
+    torch.save({"state_dict": state, "genn": genn, "history": history}, tmp)
+    os.replace(tmp, output)
+    log.info("wrote %s", output)
+    return history
+
+
+def load_pretrained(model, path, genn_cfg) -> list[float]:
+    """Load a ``pretrain_genn`` file into ``model``'s prior (refusing one of another GENN);
+    returns its pre-training history."""
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    if saved["genn"] != dataclasses.asdict(genn_cfg):
+        raise ValueError(
+            f"{path} holds a GENN of {saved['genn']}, not of model.genn {genn_cfg}: delete it "
+            "and run again"
+        )
+    model.prior.load_state_dict(saved["state_dict"])
+    return saved["history"]
+
+
 def train_row(
     row: str,
     system: str,
@@ -122,11 +174,17 @@ def train_row(
     train_cfg: dict,
     checkpoint: str | Path,
     threads: int | None = None,
+    pretrained: str | Path | None = None,
 ) -> dict:
-    """Train one learned table row and write its checkpoint (weights, config, metrics)."""
+    """Train one learned table row and write its checkpoint (weights, config, metrics).
+
+    ``pretrained``: a GENN row's prior from ``pretrain_genn`` (else the row pre-trains its own).
+    """
     exp = parse_row(row, system, seed)
     if exp.scheme == "none":
         raise ValueError(f"row {row!r} has no learning scheme: nothing to train")
+    if pretrained and exp.prior != "genn":
+        raise ValueError(f"row {row!r} has no GENN prior to take pre-trained weights")
     mcfg = from_dict(ModelConfig, model_cfg, f"model.{system}")
     tcfg = train_config(train_cfg, f"train.{system}")
     set_threads(threads)
@@ -145,12 +203,15 @@ def train_row(
         mcfg,
         lambdas,
         learn_lambdas=exp.scheme == "supervised" and tcfg.learn_lambdas,
+        lambda_param=tcfg.lambda_param,
     )
+    pretrain = load_pretrained(model, pretrained, mcfg.genn) if pretrained else None
     model.to(device)
     resume = Path(f"{checkpoint}.resume")  # the last completed epoch, if the job is killed
     record = train(
-        model, exp, tcfg, train_set.to(device), val_set.to(device), std=norm.std, resume=resume
-    )
+        model, exp, tcfg, train_set.to(device), val_set.to(device), std=norm.std, resume=resume,
+        pretrained=pretrain,
+    )  # fmt: skip
     save_checkpoint(
         checkpoint,
         model,

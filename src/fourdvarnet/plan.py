@@ -84,7 +84,8 @@ def _epoch(stage: dict) -> int:
 
 
 def job_seconds(cfg: dict, system: str, row: str, table: dict) -> float:
-    """Seconds of training steps of one job, priced with ``table`` (CPU_STEP or GPU_STEP)."""
+    """Seconds of training steps of one job, priced with ``table`` (CPU_STEP or GPU_STEP), at
+    most the row's time budget ``max_seconds``."""
     prior = row.split("-")[1]
     key = (system, "genn" if prior == "genn" else "ode")
     if key not in table:  # a system without measurements: price it as the dearer L96
@@ -94,7 +95,9 @@ def job_seconds(cfg: dict, system: str, row: str, table: dict) -> float:
     n_train = int(cfg["data"][system].get("n_train", 1))
     batch = min(int(tcfg.get("batch_size", 1)), n_train)
     steps = (n_train // batch) * int(tcfg.get("epochs", 1))
-    return steps * seconds * (batch / ref_batch) * (mean_iterations(tcfg) / ref_iter)
+    estimate = steps * seconds * (batch / ref_batch) * (mean_iterations(tcfg) / ref_iter)
+    budget = float(tcfg.get("max_seconds") or 0)  # a job stops once its time budget is spent
+    return min(estimate, budget) if budget else estimate
 
 
 def estimate_training(cfg: dict, jobs: Iterable[tuple[str, str]] | None = None) -> TrainingEstimate:

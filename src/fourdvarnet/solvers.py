@@ -44,11 +44,13 @@ def rms(g: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 class Solver(nn.Module):
     """Base of the gradient-based solvers: the unrolled loop and the gradient normalisation."""
 
-    def __init__(self, grad_norm: str = "max"):
+    def __init__(self, grad_norm: str = "max", learn_step: bool = False):
         super().__init__()
         if grad_norm not in GRAD_NORMS:
             raise ValueError(f"unknown grad_norm {grad_norm!r}; expected one of {GRAD_NORMS}")
         self.grad_norm = grad_norm
+        #: with ``learn_step``, every step ``update`` takes is scaled by ``exp(log_step)``
+        self.log_step = nn.Parameter(torch.zeros(())) if learn_step else None
         #: ``(cost, x, y, mask) -> g`` replacing the autograd gradient of U (the CPU fast path
         #: sets it for a while, ``fast_cpu.enable``); None: the eager reference
         self.grad_fn: Callable | None = None
@@ -81,8 +83,11 @@ class Solver(nn.Module):
             elif self.grad_norm == "max":
                 norm = torch.maximum(norm, size)
             g = g / norm
-        x, state = self.update(x if train else x.detach(), g, state)
-        return x, state, norm
+        x = x if train else x.detach()
+        new, state = self.update(x, g, state)
+        if self.log_step is not None:
+            new = x + self.log_step.exp() * (new - x)
+        return new, state, norm
 
     def forward(
         self,
@@ -92,13 +97,20 @@ class Solver(nn.Module):
         mask: torch.Tensor,
         n_iter: int,
         callback: Callback | None = None,
+        grad_last: int = 0,
     ) -> torch.Tensor:
+        """``n_iter`` iterations from ``x0``. With gradients enabled and ``grad_last`` > 0 only
+        the last ``grad_last`` iterations are differentiable (truncated back-propagation):
+        the earlier ones run without a graph, their output detached."""
         if n_iter < 0:
             raise ValueError(f"n_iter must be >= 0, got {n_iter}")
         x = x0.detach()
         state, norm = self.init_state(x), None
+        train = torch.is_grad_enabled()
         for k in range(n_iter):
-            x, state, norm = self.iterate(cost, x, y, mask, state, norm)
+            tracked = train and (not grad_last or k >= n_iter - grad_last)
+            with torch.set_grad_enabled(tracked):
+                x, state, norm = self.iterate(cost, x, y, mask, state, norm)
             if callback is not None:
                 callback(k + 1, x.detach())
         return x
@@ -260,8 +272,9 @@ class LSTMSolver(Solver):
         kernel: int = 3,
         grad_norm: str = "max",
         init_step: float = 0.05,
+        learn_step: bool = False,
     ):
-        super().__init__(grad_norm)
+        super().__init__(grad_norm, learn_step)
         self.dims = dims
         cin = channels if dims == 1 else 1
         self.cell = ConvLSTMCell(dims, cin, hidden_factor * cin, kernel)
@@ -297,8 +310,9 @@ class ConvSolver(Solver):
         bound: float = 5.0,
         grad_norm: str = "max",
         init_step: float = 0.05,
+        learn_step: bool = False,
     ):
-        super().__init__(grad_norm)
+        super().__init__(grad_norm, learn_step)
         self.dims, self.bound = dims, float(bound)
         cin = channels if dims == 1 else 1
         sizes = [2 * cin, *(w * cin for w in widths), cin]
@@ -352,8 +366,9 @@ def build_solver(
         return LBFGSSolver()
     if name == "lstm":
         return LSTMSolver(
-            dims, channels, model.lstm_hidden, model.kernel, model.grad_norm, model.init_step
-        )
+            dims, channels, model.lstm_hidden, model.kernel, model.grad_norm, model.init_step,
+            model.learn_step,
+        )  # fmt: skip
     if name == "conv":
         return ConvSolver(
             dims,
@@ -363,6 +378,7 @@ def build_solver(
             model.bound,
             model.grad_norm,
             model.init_step,
+            model.learn_step,
         )
     if name == "fixed_point":
         return FixedPointSolver()

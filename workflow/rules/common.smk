@@ -15,9 +15,10 @@ from fourdvarnet.config import (
     resolve_preset,
     row_train,
     schema_error,
+    system_train,
     user_config,
 )
-from fourdvarnet.plan import plan_warning
+from fourdvarnet.plan import CPU_STEP, job_seconds, plan_warning
 
 
 def validate_config(cfg, where):
@@ -94,11 +95,44 @@ def figure_evals(wildcards):
     return [eval_path(system, row, SEEDS[0], "nc") for _, row in figure_rows(wildcards)]
 
 
+def learned_rows(system):
+    return [r for r in CFG["experiments"].get(system, []) if not r.startswith("none-")]
+
+
+def reference_rows(system):
+    """The baselines drawn as horizontal lines in the training figure: label -> row."""
+    named = {"EnKS": "none-rk4-enks", "Bayes floor": "none-rk4-bayes"}
+    return {k: r for k, r in named.items() if r in CFG["experiments"].get(system, [])}
+
+
+def checkpoint_path(system, row, seed=None):
+    seed = SEEDS[0] if seed is None else seed
+    return f"results/{PRESET}/models/{system}/{row}/seed{seed}.pt"
+
+
+def train_priority(wildcards):
+    """Long training jobs first (their estimated CPU seconds), so that no core idles at the end
+    while one long job still runs."""
+    return int(job_seconds(CFG, wildcards.system, wildcards.row, CPU_STEP))
+
+
 def checkpoint_for(wildcards):
     """Learned rows are evaluated from their checkpoint; baselines need none."""
     if wildcards.row.startswith("none-"):
         return []
     return f"results/{wildcards.preset}/models/{wildcards.system}/{wildcards.row}/seed{wildcards.seed}.pt"
+
+
+def train_inputs(wildcards):
+    """A row's training and validation files, and for a GENN row its seed's pre-trained prior."""
+    data = f"results/{wildcards.preset}/data/{wildcards.system}"
+    inputs = {"train": f"{data}_train.nc", "val": f"{data}_val.nc"}
+    if wildcards.row.split("-")[1] == "genn":
+        inputs["prior"] = (
+            f"results/{wildcards.preset}/models/{wildcards.system}/genn-pretrained/"
+            f"seed{wildcards.seed}.pt"
+        )
+    return inputs
 
 
 def all_outputs():
@@ -111,7 +145,13 @@ def all_outputs():
         if system in systems
         for ext in ("pdf", "png")
     ]
-    return tables + figures
+    curves = [
+        f"figures/fig_training_{system}.{ext}"
+        for system in systems
+        if learned_rows(system)
+        for ext in ("pdf", "png")
+    ]
+    return tables + figures + curves
 
 
 def warn_if_cpu_training():

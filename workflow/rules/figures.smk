@@ -28,3 +28,37 @@ rule figure:
         preset=PRESET,
     script:
         "../scripts/figures.py"
+
+
+rule training_figure:
+    """The learned rows' validation R-score against optimiser steps and training seconds, with
+    the paper's test values, the EnKS and the Bayes floor."""
+    input:
+        checkpoints=lambda w: [checkpoint_path(w.system, row) for row in learned_rows(w.system)],
+        references=lambda w: [
+            eval_path(w.system, row, SEEDS[0], "json") for row in reference_rows(w.system).values()
+        ],
+    output:
+        pdf=report(
+            "figures/fig_training_{system}.pdf",
+            caption="../report/figures.rst",
+            category="Figures",
+            labels={"figure": "fig_training_{system}", "format": "pdf"},
+        ),
+        png=report(
+            "figures/fig_training_{system}.png",
+            caption="../report/figures.rst",
+            category="Figures",
+            labels={"figure": "fig_training_{system}", "format": "png"},
+        ),
+    log:
+        "results/logs/fig_training_{system}.log",
+    localrule: True
+    conda:
+        "../../envs/plot.yaml"
+    params:
+        rows=lambda w: learned_rows(w.system),
+        references=lambda w: list(reference_rows(w.system)),
+        preset=PRESET,
+    script:
+        "../scripts/training_figure.py"

@@ -18,4 +18,5 @@ with job_log(sm.log[0], also_stderr=True, tag=f"train {w.system}/{w.row}/seed{w.
         sm.params.train,
         sm.output.checkpoint,
         threads=sm.threads,
+        pretrained=sm.input.get("prior"),
     )

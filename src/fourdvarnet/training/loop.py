@@ -21,26 +21,29 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import fast_cpu
-from .config import Experiment, TrainConfig, as_dict
-from .cost import prior_term
-from .data import Split
-from .fast import FastSolve, GraphedTrainStep, graphs_available
-from .model import FourDVarNet
-from .solvers import Solver
+from ..config import Experiment, TrainConfig
+from ..cost import prior_term
+from ..data import Split
+from ..model import FourDVarNet
+from .optim import Schedule, learns_prior, parameter_groups, set_lr, stage_at
+from .resume import load_resume, resume_key, save_resume
+from .steps import make_runner
 
 log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
     """The training loss became non-finite."""
+
+
+class TrainingCollapsed(RuntimeError):
+    """The trained network's reconstructions are constant in time on the validation split."""
 
 
 def pick_device(pref: str = "auto") -> torch.device:
@@ -115,26 +118,25 @@ def training_loss(model: FourDVarNet, scheme: str, x_hat, x, y, mask, prior_weig
 def validate(
     model: FourDVarNet, scheme: str, val: Split, n_iter: int, batch_size: int, solve=None
 ) -> dict[str, float]:
-    """Validation R-score and cost (normalised units), with the solver run ``n_iter`` times.
+    """Validation R-score and cost (normalised units), with the solver run ``n_iter`` times,
+    and ``val_tvar``: the reconstructions' variance in time over the truth's (0: collapsed).
 
     ``solve(y, mask, n_iter)`` replaces ``model(y, mask, n_iter)`` (the fast path).
     """
     model.eval()
     solve = solve or model
-    r = u = 0.0
+    r = u = var_hat = var_true = 0.0
     for idx in batches(len(val), batch_size, None):
         b = val.subset(idx)
         x_hat = solve(b.y, b.mask, n_iter)
         r += float(((x_hat - b.x) ** 2).mean(dim=(1, 2)).sum())
         u += float(model.cost(x_hat, b.y, b.mask).sum())
+        var_hat += float(x_hat.var(dim=-1).sum())
+        var_true += float(b.x.var(dim=-1).sum())
     model.train()
-    out = {"val_r": r / len(val), "val_u": u / len(val)}
+    out = {"val_r": r / len(val), "val_u": u / len(val), "val_tvar": var_hat / var_true}
     out["val_metric"] = out["val_u"] if scheme == "unsupervised" else out["val_r"]
     return out
-
-
-def stage_at(cfg: TrainConfig, epoch: int):
-    return [s for s in cfg.schedule if s.epoch <= epoch][-1]
 
 
 def solver_iterations(cfg: TrainConfig, n_train: int) -> int:
@@ -144,30 +146,41 @@ def solver_iterations(cfg: TrainConfig, n_train: int) -> int:
     return steps * sum(stage_at(cfg, epoch).n_iter for epoch in range(cfg.epochs))
 
 
-def _resume_key(exp: Experiment, cfg: TrainConfig, n_train: int) -> dict:
-    """What a resume file must match to be taken up: the row, its training config and data size."""
-    return {"experiment": exp.name, "train": as_dict(cfg), "n_train": n_train}
+def flattened(metrics: list[float], tol: float) -> bool:
+    """Whether the best of ``metrics`` (lower is better) improved by less than the fraction
+    ``tol`` over the last quarter of them (from 4 values on)."""
+    if len(metrics) < 4:
+        return False
+    early = min(metrics[: len(metrics) - len(metrics) // 4])
+    return min(metrics) > early * (1 - tol)
 
 
-def load_resume(path: str | Path | None, key: dict) -> dict | None:
-    """The state saved by the last completed epoch of an interrupted training, or None (no file,
-    or one written for another row or config, which is then ignored and overwritten)."""
-    if path is None or not Path(path).exists():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("key") != key:
-        log.warning("ignoring %s: written by a training of another row or config", path)
-        return None
-    log.info("resuming from %s after epoch %d", path, state["epoch"] + 1)
-    return state
+def stop_reason(cfg: TrainConfig, history: list[dict], seconds: float) -> str:
+    """Why a training stops before its last epoch ('' to go on): the time budget
+    ``max_seconds`` spent, or the validation metric flattened (``flat_stop``)."""
+    if cfg.max_seconds and seconds >= cfg.max_seconds:
+        return f"time budget of {cfg.max_seconds:g} s spent ({seconds:.0f} s)"
+    if cfg.flat_stop and flattened([h["val_metric"] for h in history], cfg.flat_stop):
+        return f"validation metric better by less than {cfg.flat_stop:.0%} over the last quarter"
+    return ""
 
 
-def save_resume(path: str | Path, state: dict) -> None:
-    """Write ``state`` atomically: a kill mid-write leaves the previous epoch's file intact."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimiser steps in an epoch of equal-size batches (``batches(..., drop_last=True)``)."""
+    return n // batch_size if n > batch_size else 1
+
+
+class Best:
+    """The best validation metric so far, its epoch and the weights that reached it."""
+
+    def __init__(self, model: nn.Module):
+        self.model, self.metric, self.epoch = model, math.inf, -1
+        self.state = copy.deepcopy(model.state_dict())
+
+    def update(self, metric: float, epoch: int) -> None:
+        if metric < self.metric:
+            self.metric, self.epoch = metric, epoch
+            self.state = copy.deepcopy(self.model.state_dict())
 
 
 def train(
@@ -180,126 +193,103 @@ def train(
     progress: bool = True,
     fast: bool = True,
     resume: str | Path | None = None,
+    pretrained: list[float] | None = None,
 ) -> dict:
     """Train ``model`` in place for row ``exp``; leaves it holding the best validation weights.
 
     Returns the training record: per-epoch history, the best epoch and its validation metrics
-    (R-scores in physical units through ``std``). With ``fast`` on a CUDA device the training
-    steps and the validation solves replay CUDA graphs (``fourdvarnet.fast``); on the CPU a
-    learned solver takes the compiled gradient of ``fourdvarnet.fast_cpu`` where
-    ``cfg.cpu_fast`` asks for it (``auto``: ODE priors, jobs of ``fast_cpu.MIN_ITERATIONS``).
+    (R-scores in physical units through ``std``). With ``fast`` the steps run on the fastest
+    runner of ``training.steps`` (CUDA graphs on a CUDA device; on the CPU the compiled gradient
+    where ``cfg.cpu_fast`` asks for it, ``auto``: ODE priors, jobs of
+    ``fast_cpu.MIN_ITERATIONS``).
 
-    With ``resume`` (a path), the state after each completed epoch (weights, optimiser, random
-    generators, best weights so far, history) is written there atomically, and a training that
-    finds such a file of the same row and config goes on from its last completed epoch, to the
-    same weights as an uninterrupted run (on the CPU). The file is left for the caller to remove.
+    With ``resume`` (a path), the state after each completed epoch is written there
+    (``training.resume``), and a training that finds such a file of the same row and config
+    goes on from its last completed epoch. The file is left for the caller to remove.
+
+    ``pretrained``: the pre-training history of a GENN prior already fitted (shared by the rows
+    of a seed, ``pipeline.pretrain_genn``); without it a GENN row pre-trains its own prior.
     """
     exp.check()
     gen = torch.Generator().manual_seed(exp.seed)
-    record: dict = {"history": [], "pretrain": []}
     started = time.perf_counter()
-    key = _resume_key(exp, cfg, len(train_set))
+    key = resume_key(exp, cfg, len(train_set))
     saved = load_resume(resume, key)
-    if saved is None and exp.prior == "genn" and cfg.pretrain_epochs > 0:
+    record: dict = {"history": [], "pretrain": list(pretrained or [])}
+    if saved is None and pretrained is None and exp.prior == "genn" and cfg.pretrain_epochs > 0:
         record["pretrain"] = pretrain_prior(
             model.prior, train_set.x, cfg.pretrain_epochs, cfg.pretrain_lr, cfg.batch_size, gen
         )
-    learn_prior = exp.scheme == "supervised" and (
-        exp.prior == "genn" or (exp.prior in ("rk4", "euler") and cfg.learn_ode)
-    )
-    if not learn_prior:
+    if not learns_prior(exp, cfg):
         model.prior.requires_grad_(False)
-    prior_weight = cfg.prior_weight if exp.prior != "none" else 0.0  # the direct row: no prior
-    one_pass = exp.solver == "direct"  # the schedule's n_iter does not apply to it
-    groups = [{"params": list(model.solver.parameters()), "scale": 1.0}]
-    if exp.scheme == "supervised":
-        groups.append(
-            {
-                "params": [p for p in model.prior.parameters() if p.requires_grad],
-                "scale": cfg.prior_lr_factor,
-            }
-        )
-        groups.append(
-            {
-                "params": [p for p in (model.cost.a_obs, model.cost.a_prior) if p.requires_grad],
-                "scale": 1.0,
-            }
-        )
-    groups = [g for g in groups if g["params"]]
-    device = train_set.x.device
-    graphs = fast and graphs_available(device) and isinstance(model.solver, Solver)
-    opt = torch.optim.Adam(
-        [{"params": g["params"]} for g in groups], lr=cfg.schedule[0].lr, capturable=graphs
+    groups = parameter_groups(model, exp, cfg)
+    schedule = Schedule(
+        cfg, steps_per_epoch(len(train_set), cfg.batch_size), one_pass=exp.solver == "direct"
     )
-    solve = FastSolve(model) if graphs else None
-    iterations = solver_iterations(cfg, len(train_set))
-    cpu = fast and not graphs and fast_cpu.wanted(cfg.cpu_fast, device, model, iterations)
-    if cpu:  # validation batches padded to the compiled shape
-        solve = fast_cpu.PaddedSolve(model)
-    record["fast_path"] = "cuda_graphs" if graphs else "cpu_compiled" if cpu else "eager"
-    log.info("fast path: %s", record["fast_path"])
-    best = {"val_metric": math.inf, "epoch": -1}
-    best_state = copy.deepcopy(model.state_dict())
+    runner = make_runner(
+        model,
+        groups,
+        cfg.schedule[0].lr,
+        train_set.x.device,
+        fast,
+        cfg.cpu_fast,
+        solver_iterations(cfg, len(train_set)),
+        cfg.clip_grad_norm,
+    )
+    record["fast_path"] = runner.name
+    log.info("fast path: %s", runner.name)
+    best = Best(model)
     first_epoch = 0
     if saved is not None:
         model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
+        runner.opt.load_state_dict(saved["optimizer"])
         gen.set_state(saved["generator"])
         torch.set_rng_state(saved["torch_rng"])
-        best, best_state, record = saved["best"], saved["best_state"], saved["record"]
+        best.metric, best.epoch = saved["best"]["val_metric"], saved["best"]["epoch"]
+        best.state, record = saved["best_state"], saved["record"]
         first_epoch = saved["epoch"] + 1
         started -= saved["seconds"]
-    step, step_key = None, None
-    val_batch = max(cfg.batch_size, 256)
-    with fast_cpu.enabled(model, cpu):  # the eager gradient is back after it
+    prior_weight = cfg.prior_weight if exp.prior != "none" else 0.0  # the direct row: no prior
+
+    def validation():
+        val_batch = max(cfg.batch_size, 256)
+        return validate(model, exp.scheme, val_set, cfg.val_n_iter, val_batch, runner.solve)
+
+    with runner.active():
         for epoch in range(first_epoch, cfg.epochs):
-            stage = stage_at(cfg, epoch)
-            n_iter = 1 if one_pass else stage.n_iter
-            for group, spec in zip(opt.param_groups, groups):
-                group["lr"] = stage.lr * spec["scale"]
+            n_iter = schedule.n_iter(epoch)
 
             def loss_fn(x, y, mask, n_iter=n_iter):
-                x_hat = model(y, mask, n_iter)
+                x_hat = model(y, mask, n_iter, grad_last=cfg.backprop_iters)
                 return training_loss(model, exp.scheme, x_hat, x, y, mask, prior_weight)
 
-            epoch_batches = batches(len(train_set), cfg.batch_size, gen, drop_last=True)
-            if graphs and step_key != (n_iter, stage.lr):
-                first = train_set.subset(epoch_batches[0])
-                step = GraphedTrainStep(loss_fn, opt, (first.x, first.y, first.mask))
-                step_key = (n_iter, stage.lr)
             t0, losses = time.perf_counter(), []
-            for idx in epoch_batches:
-                batch = train_set.subset(idx)
-                if graphs:
-                    loss = step(batch.x, batch.y, batch.mask)
-                else:
-                    loss = loss_fn(batch.x, batch.y, batch.mask)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                losses.append(loss.detach())
+            epoch_batches = batches(len(train_set), cfg.batch_size, gen, drop_last=True)
+            for i, idx in enumerate(epoch_batches):
+                lr = schedule.lr(epoch, epoch * schedule.steps_per_epoch + i)
+                set_lr(runner.opt, groups, lr)
+                b = train_set.subset(idx)
+                losses.append(runner.step(loss_fn, (b.x, b.y, b.mask), key=n_iter))
             losses = torch.stack(losses)
             check_finite(losses, f"epoch {epoch}")
-            val = validate(model, exp.scheme, val_set, cfg.val_n_iter, val_batch, solve)
+            val = validation()
             entry = {
                 "epoch": epoch,
+                "steps": (epoch + 1) * schedule.steps_per_epoch,  # optimiser steps so far
                 "n_iter": n_iter,
-                "lr": stage.lr,
+                "lr": lr,
                 "loss": float(losses.mean()),
                 "seconds": time.perf_counter() - t0,
                 **val,
             }
             record["history"].append(entry)
-            if val["val_metric"] < best["val_metric"]:
-                best = {"val_metric": val["val_metric"], "epoch": epoch}
-                best_state = copy.deepcopy(model.state_dict())
-            msg = (
-                f"epoch {epoch + 1}/{cfg.epochs} iter {n_iter} lr {stage.lr:.0e} "
-                f"loss {entry['loss']:.4g} val R-score {val['val_r'] * std**2:.4g} "
-                f"val U {val['val_u']:.4g} ({entry['seconds']:.1f}s)"
-            )
+            best.update(val["val_metric"], epoch)
             if progress:
-                log.info(msg)
+                log.info(
+                    "epoch %d/%d iter %d lr %.0e loss %.4g val R-score %.4g val U %.4g (%.1fs)",
+                    epoch + 1, cfg.epochs, n_iter, lr, entry["loss"], val["val_r"] * std**2,
+                    val["val_u"], entry["seconds"],
+                )  # fmt: skip
             if resume is not None:
                 save_resume(
                     resume,
@@ -307,23 +297,34 @@ def train(
                         "key": key,
                         "epoch": epoch,
                         "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
+                        "optimizer": runner.opt.state_dict(),
                         "generator": gen.get_state(),
                         "torch_rng": torch.get_rng_state(),
-                        "best": best,
-                        "best_state": best_state,
+                        "best": {"val_metric": best.metric, "epoch": best.epoch},
+                        "best_state": best.state,
                         "record": record,
                         "seconds": time.perf_counter() - started,
                     },
                 )
-        model.load_state_dict(best_state)
-        final = validate(model, exp.scheme, val_set, cfg.val_n_iter, val_batch, solve)
+            stop = stop_reason(cfg, record["history"], time.perf_counter() - started)
+            if stop:
+                record["stopped"] = stop
+                log.info("stopping after epoch %d: %s", epoch + 1, stop)
+                break
+        model.load_state_dict(best.state)
+        final = validation()
+    if final["val_tvar"] < cfg.collapse_ratio:
+        raise TrainingCollapsed(
+            f"{exp.name}: the trained network's reconstructions are constant in "
+            f"time on the validation split (variance in time {final['val_tvar']:.2g} of the "
+            "truth's): a failed training; change its recipe (learning rate, batch size) or seed"
+        )
     record.update(
         seconds=time.perf_counter() - started,
-        best_epoch=best["epoch"],
+        best_epoch=best.epoch,
         val_r_score=final["val_r"] * std**2,
         val_u=final["val_u"],
         lambdas=model.cost.lambdas,
     )
-    log.info("best epoch %d: validation R-score %.4g", best["epoch"] + 1, record["val_r_score"])
+    log.info("best epoch %d: validation R-score %.4g", best.epoch + 1, record["val_r_score"])
     return record

@@ -1,0 +1,16 @@
+"""Snakemake adapter: the training-curves figure of a system (fourdvarnet.figures.fig_training)."""
+
+from fourdvarnet import figures
+from fourdvarnet.pipeline import job_log
+from fourdvarnet.tables import PAPER
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with job_log(sm.log[0]):
+    figures.fig_training(
+        dict(zip(sm.params.rows, sm.input.checkpoints, strict=True)),
+        dict(zip(sm.params.references, sm.input.references, strict=True)),
+        {row: scores[0] for row, scores in PAPER.get(sm.wildcards.system, {}).items()},
+        sm.output.pdf,
+        sm.output.png,
+        preset=sm.params.preset,
+    )
