@@ -1,4 +1,4 @@
-"""Compare the learned solvers' gradient normalisations on the validation split (issue 11).
+"""Compare the learned solvers' gradient normalisations on the validation split.
 
 Trains one row with one ``model.<system>.grad_norm`` option (and any other model or training
 value, ``--set`` / ``--train-set``) and scores it on the *validation* split (never the test

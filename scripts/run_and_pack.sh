@@ -2,13 +2,18 @@
 # Run a preset of the pipeline on a bare machine and pack what it produced into one archive.
 #
 #   scripts/run_and_pack.sh [PRESET] [SEEDS] [OUTDIR] [TIME_LIMIT_S]
-#   e.g. scripts/run_and_pack.sh paper "[0,1,2]" "$OUT" 570
+#   e.g. scripts/run_and_pack.sh paper "[0,1,2]" run-output 3600
 #
-# Where snakemake or netCDF4 are missing (the GPU machine of the device tool), the wheels in
-# .whl/ (made here with ../shared/tools/device-wheels .whl) are installed into /tmp/site first;
-# the package itself is used from src/ without installing. The run stops cleanly after
-# TIME_LIMIT_S seconds (default: no limit); rerunning the script resumes where it stopped when
-# results/ is carried back (unpack the archive in the repository root first).
+# OUTDIR (relative to the repository root) defaults to that root. Where snakemake or netCDF4
+# are missing, the wheels in .whl/ are installed into /tmp/site first: download them beforehand
+# from your package index,
+#   pip download --dest .whl "snakemake==9.27.1" "netCDF4>=1.6" "xarray>=2023.1"
+# with the GPU machine's Python version and platform (or pip download's --python-version,
+# --platform and --only-binary=:all:); nothing is needed where `pip install -e '.[workflow]'`
+# already ran. The package itself is used from src/ without installing. The run stops cleanly
+# after TIME_LIMIT_S seconds (default 0: no limit); rerunning the script resumes where it
+# stopped when the previous run's results/ is there (unpack the archive in the repository root
+# first).
 #
 # Archive OUTDIR/results-PRESET.tar.gz, at most a few MiB (no reconstructions, no data):
 #   results/table1.csv, results/table2.csv, figures/*.{pdf,png}

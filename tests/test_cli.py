@@ -1,12 +1,17 @@
 """The command line runs every stage from a config file (tiny L63 preset)."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import xarray as xr
 import yaml
 
+from fourdvarnet import cli
 from fourdvarnet.cli import load_config, main
 
 
@@ -18,6 +23,7 @@ def config_file(tmp_path, l63_cfg, small):
         "model": {"l63": small.model},
         "train": {"l63": dict(small.train, epochs=1)},
         "evaluate": {"l63": small.eval},
+        "figures": {"fig2": {"FSGD": "none-rk4-fsgd", "fixed point": "none-rk4-fixed_point"}},
         "presets": {"tiny": {"data": {"l63": {"seed": 4}}}, "other": {}},
     }
     path = tmp_path / "config.yaml"
@@ -116,3 +122,92 @@ def test_log_gets_the_traceback_and_stderr_still_gets_the_log(tmp_path, keep_log
     text = log.read_text()
     assert "Traceback (most recent call last)" in text and "not valid JSON" in text
     assert "not valid JSON" in capfd.readouterr().err  # --log adds the file, keeps the console
+
+
+def test_default_config_from_another_directory(config_file, tmp_path, monkeypatch, keep_logging):
+    """Outside the repository the CLI reads the config.yaml of the repository it was installed
+    from; a ./config.yaml comes first."""
+    repo = Path(__file__).resolve().parents[1]
+    if Path(cli.__file__).resolve().parent != repo / "src" / "fourdvarnet":
+        pytest.skip("fourdvarnet is not installed from this checkout (pip install -e .)")
+    assert cli.REPO_CONFIG == repo / "config.yaml" and cli.REPO_CONFIG.is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert cli.find_config(None) == cli.REPO_CONFIG
+    monkeypatch.setattr(cli, "REPO_CONFIG", config_file)  # the tiny one, to run a stage
+    main(["simulate", "--system", "l63", "--out-dir", "data"])
+    assert xr.load_dataset(elsewhere / "data" / "l63_test.nc").attrs["seed"] == 4
+    (elsewhere / "config.yaml").write_text("preset: x\n")
+    assert cli.find_config(None) == Path("config.yaml")
+
+
+def test_no_config_exits_with_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "REPO_CONFIG", tmp_path / "repo" / "config.yaml")
+    with pytest.raises(SystemExit) as e:
+        main(["simulate", "--system", "l63", "--out-dir", "d"])
+    msg = str(e.value.code)
+    assert "\n" not in msg and "--config PATH" in msg
+    assert str(tmp_path / "config.yaml") in msg and str(tmp_path / "repo" / "config.yaml") in msg
+    # the console script: that line on stderr, no traceback
+    script = Path(sys.executable).parent / "fourdvarnet"
+    if not script.exists():
+        pytest.skip(f"no console script beside {sys.executable}")
+    run = subprocess.run(
+        [str(script), "--config", "missing.yaml", "train", "--system", "l63", "--row", "x"]
+        + ["--data-dir", ".", "--out", "m.pt"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr.splitlines() == [
+        f"fourdvarnet: error: no config file found (tried {tmp_path / 'missing.yaml'}); "
+        "use --config PATH"
+    ]
+
+
+def test_threads_default_to_one(config_file, tmp_path, keep_logging, capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "default: 1" in " ".join(capsys.readouterr().out.split())
+    before = torch.get_num_threads()
+    common = ["--config", str(config_file), "simulate", "--system", "l63"]
+    try:
+        torch.set_num_threads(2)
+        main([*common, "--out-dir", str(tmp_path / "a")])
+        assert torch.get_num_threads() == 1
+        main(["--threads", "2", *common, "--out-dir", str(tmp_path / "b")])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit):
+        main(["--threads", "0", *common, "--out-dir", str(tmp_path / "c")])
+
+
+def test_figures_stage(config_file, tmp_path, l63_files, keep_logging, capsys):
+    """``figures`` draws a figure from the evaluation files of the rows of ``figures.<fig>``,
+    found as the workflow lays them out: <evals-dir>/<system>/<row>/seed<seed>.nc."""
+    common = ["--config", str(config_file), "--log", str(tmp_path / "log.txt")]
+    evals = tmp_path / "eval"
+    for row in ("none-rk4-fsgd", "none-rk4-fixed_point"):
+        main(
+            [*common, "evaluate", "--system", "l63", "--row", row]
+            + ["--data-dir", str(l63_files["test"].parent)]
+            + ["--out", str(evals / "l63" / row / "seed0.nc")]
+            + ["--scores", str(evals / "l63" / row / "seed0.json")]
+        )
+    out = tmp_path / "figs"
+    fig = ["figures", "--figure", "fig2", "--evals-dir", str(evals), "--out-dir", str(out)]
+    main([*common, *fig])
+    assert (out / "fig2.pdf").read_bytes().startswith(b"%PDF")
+    assert (out / "fig2.png").read_bytes().startswith(b"\x89PNG")
+    assert f"wrote {out / 'fig2.pdf'}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # no evaluation of seed 1: the missing files are named
+        main([*common, *fig, "--seed", "1"])
+    err = capsys.readouterr().err
+    assert str(evals / "l63" / "none-rk4-fsgd" / "seed1.nc") in err and "'fixed point'" in err
+    with pytest.raises(SystemExit):  # the config has no figures.fig3 rows
+        main([*common, *fig[:2], "fig3", *fig[3:]])
+    assert "no rows under figures.fig3" in capsys.readouterr().err

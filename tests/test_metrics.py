@@ -130,7 +130,7 @@ def test_make_table(tmp_path):
     assert t.loc["supervised-genn-conv", "r_score_std"] == pytest.approx((2 / 3) ** 0.5)
     assert t.loc["supervised-genn-conv", "fourdvar_score_mean"] == pytest.approx(20.0)
     assert t.loc["none-rk4-fsgd", "r_score_std"] == pytest.approx(1.0)
-    assert t.loc["unsupervised-rk4-lstm", "r_score_std"] == 0.0
+    assert math.isnan(t.loc["unsupervised-rk4-lstm", "r_score_std"])  # one seed: no spread
     assert t.loc["supervised-genn-conv", "val_r_score_mean"] == pytest.approx(1.0)
     assert math.isnan(t.loc["none-rk4-fsgd", "val_r_score_mean"])
     # the paper's numbers sit beside ours
@@ -138,8 +138,15 @@ def test_make_table(tmp_path):
         r, u, ode = PAPER["l63"][row]
         assert t.loc[row, "paper_r_score"] == r
         assert t.loc[row, "paper_fourdvar_score"] == u
-        assert t.loc[row, "paper_ode_score"] == ode
+        if ode.startswith("<"):  # a bound: no number, the bound in the note
+            assert math.isnan(t.loc[row, "paper_ode_score"])
+            assert t.loc[row, "paper_ode_note"] == ode
+        else:
+            assert t.loc[row, "paper_ode_score"] == float(ode)
     assert t.loc["supervised-genn-conv", "paper_r_score"] == 1.34
+    assert t.loc["supervised-genn-conv", "paper_ode_score"] == 0.16
+    assert t.loc["supervised-genn-conv", "label"] == "supervised GENN + aG-Conv"
+    assert t.loc["none-rk4-fsgd", "label"] == "FSGD"
     assert t.loc["none-rk4-fsgd", "paper_r_score"] == 3.55
 
 
@@ -226,3 +233,5 @@ def test_direct_row_sits_before_the_floor_with_empty_prior_scores(tmp_path):
     header = out.read_text().splitlines()[0].split(",")
     assert line[header.index("ode_score_mean")] == ""  # an empty cell, not a number
     assert pd.read_csv(out)["r_score_mean"].notna().all()
+    assert line[header.index("r_score_std")] == ""  # one seed: no spread, an empty cell
+    assert line[header.index("label")] == "supervised direct CNN (U-Net)"

@@ -301,3 +301,27 @@ def test_a_fresh_ci_run_matches_the_committed_reference(ci_run, table, system):
                 assert a == 0.0, (row, col)
                 continue
             assert abs(a - b) <= tol * abs(b), (row, col, a, b)
+
+
+def test_a_long_run_without_a_named_preset_stops_before_any_job(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("with CUDA the paper preset runs")
+    work = copy_repo(tmp_path)
+    dry = snakemake(work, "-n", "--cores", "1", "results/table1.csv").stdout
+    assert "preset 'paper': 16 training job(s), about" in dry  # the dry run says the plan
+    proc = snakemake(work, "--cores", "1", "results/table1.csv", check=False, timeout=300)
+    assert proc.returncode != 0
+    assert "STOPPED before any job" in proc.stdout and "--config preset=quick" in proc.stdout
+    assert not (work / "results").exists()  # not even the simulation ran
+
+
+def test_a_subset_of_rows_runs_with_the_figure_entries_of_absent_rows_left_out(tmp_path):
+    work = copy_repo(tmp_path)
+    rows = "experiments={l63: [none-rk4-fsgd, supervised-rk4-conv], l96: []}"
+    out = snakemake(work, "-n", "--cores", "1", "--config", "preset=ci", rows).stdout
+    assert "figures.fig3: 'Bayes posterior mean' (none-rk4-bayes) left out" in out
+    assert out.count("(none-rk4-bayes) left out") == 1  # said once, not per job
+    counts = job_counts(out)
+    assert counts["train"] == 1 and counts["figure"] == 2  # Figures 2 and 3, not 4

@@ -6,17 +6,40 @@
     fourdvarnet evaluate --system l63 --row supervised-genn-conv --seed 0 \\
         --data-dir results/quick/data --checkpoint model.pt --out recon.nc --scores scores.json
     fourdvarnet table --system l63 --scores a.json b.json --out table1.csv
+    fourdvarnet figures --figure fig2 --evals-dir results/quick/eval --out-dir figures
 
-Options shared by all: ``--config config.yaml`` (the workflow's config) and ``--preset NAME``.
+Options shared by all: ``--config PATH`` (the workflow's config: ``./config.yaml``, else the
+``config.yaml`` of the repository the package was installed from), ``--preset NAME`` and
+``--threads N`` (torch CPU threads, 1 by default).
 The package's modules (torch) are imported inside the commands, so ``--help`` is fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 import yaml
+
+#: The config of the repository the package was installed from (src/fourdvarnet/ -> ../../).
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
+
+#: Figures 2-4 of the paper and the system each one draws (as in workflow/rules/common.smk).
+FIGURE_SYSTEMS = {"fig2": "l63", "fig3": "l63", "fig4": "l96"}
+
+
+def find_config(path: str | Path | None) -> Path:
+    """The config file to read: ``path`` when given, else ``./config.yaml``, else the
+    repository's (``REPO_CONFIG``). Exits with one line naming what was tried when none exists.
+    """
+    tried = [Path(path)] if path else [Path("config.yaml"), REPO_CONFIG]
+    for p in tried:
+        if p.is_file():
+            return p
+    names = ", ".join(str(p.absolute()) for p in tried)
+    sys.exit(f"fourdvarnet: error: no config file found (tried {names}); use --config PATH")
 
 
 def load_config(path: str | Path, preset: str | None = None) -> dict:
@@ -33,10 +56,19 @@ def load_config(path: str | Path, preset: str | None = None) -> dict:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="fourdvarnet", description=__doc__.split("\n")[0])
     ap.add_argument(
-        "--config", default="config.yaml", help="workflow config (default: %(default)s)"
+        "--config",
+        default=None,
+        metavar="PATH",
+        help=f"workflow config (default: ./config.yaml if it exists, else {REPO_CONFIG})",
     )
     ap.add_argument("--preset", default=None, help="preset to apply (default: the config's)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="CPU threads of torch and numpy (default: %(default)s, one per process)",
+    )
     ap.add_argument(
         "--log", default=None, help="also write the log to this file (it goes to stderr anyway)"
     )
@@ -64,24 +96,52 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--scores", nargs="+", required=True)
     s.add_argument("--out", required=True)
 
+    s = sub.add_parser(
+        "figures", help="draw Figure 2, 3 or 4 from the evaluation files of the rows it compares"
+    )
+    s.add_argument("--figure", required=True, choices=sorted(FIGURE_SYSTEMS))
+    s.add_argument(
+        "--system", default=None, help="default: the figure's (fig2, fig3: l63; fig4: l96)"
+    )
+    s.add_argument("--seed", type=int, default=None, help="default: the config's first seed")
+    s.add_argument(
+        "--evals-dir",
+        required=True,
+        help="holds <system>/<row>/seed<seed>.nc for each row of the config's "
+        "figures.<figure> (the workflow writes results/<preset>/eval)",
+    )
+    s.add_argument("--out-dir", required=True, help="gets <figure>.pdf and <figure>.png")
+
     args = ap.parse_args(argv)
+    if args.threads < 1:
+        ap.error(f"--threads {args.threads}: give at least 1")
+    if not {"numpy", "torch"} & set(sys.modules):  # the console script: before they load
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
+    config = find_config(args.config) if args.stage != "table" else None
+    import torch
+
     from . import pipeline
 
+    torch.set_num_threads(args.threads)
     with pipeline.job_log(args.log, also_stderr=True, tag=args.stage):
-        _run(ap, args, pipeline)
+        _run(ap, args, pipeline, config)
 
 
-def _run(ap: argparse.ArgumentParser, args: argparse.Namespace, pipeline) -> None:
-    """The command ``args.stage``, its log already set up."""
+def _run(ap: argparse.ArgumentParser, args: argparse.Namespace, pipeline, config) -> None:
+    """The command ``args.stage``, its log already set up; ``config``: the config file."""
     if args.stage == "table":
         from .tables import write_table
 
         write_table(args.scores, args.system, args.out)
         return
-    cfg = load_config(args.config, args.preset)
-    system = args.system
+    cfg = load_config(config, args.preset)
+    system = args.system or FIGURE_SYSTEMS[args.figure]
     if system not in cfg["data"]:
         ap.error(f"--system {system!r}: the config defines {sorted(cfg['data'])}")
+    if args.stage == "figures":
+        _figures(ap, args, cfg, system)
+        return
     if args.stage == "simulate":
         pipeline.simulate(
             cfg["data"][system],
@@ -117,6 +177,29 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace, pipeline) -> Non
             args.threads,
         )
         print(", ".join(f"{k}: {v:.4g}" for k, v in scores.items() if isinstance(v, float)))
+
+
+def _figures(ap: argparse.ArgumentParser, args: argparse.Namespace, cfg: dict, system: str):
+    """Draw ``args.figure`` from the evaluation files of the rows of ``figures.<figure>``."""
+    rows = (cfg.get("figures") or {}).get(args.figure)
+    if not rows:
+        ap.error(f"--figure {args.figure}: the config has no rows under figures.{args.figure}")
+    seed = args.seed if args.seed is not None else int((cfg.get("seeds") or [0])[0])
+    evals = {
+        label: Path(args.evals_dir) / system / row / f"seed{seed}.nc" for label, row in rows.items()
+    }
+    missing = [f"{label!r}: {path}" for label, path in evals.items() if not path.is_file()]
+    if missing:
+        ap.error(
+            f"missing evaluation file(s) of figures.{args.figure} (write them with "
+            f"`fourdvarnet evaluate --out`): {'; '.join(missing)}"
+        )
+    from . import figures
+
+    out = Path(args.out_dir)
+    pdf, png = out / f"{args.figure}.pdf", out / f"{args.figure}.png"
+    getattr(figures, args.figure)(evals, pdf, png, preset=cfg.get("preset", ""))
+    print(f"wrote {pdf} and {png}")
 
 
 if __name__ == "__main__":

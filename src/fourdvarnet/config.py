@@ -102,7 +102,7 @@ class ObsConfig:
 
 @dataclass
 class DataConfig:
-    """Truth simulation and twin-experiment sampling for one system (SPEC section 2)."""
+    """Truth simulation and twin-experiment sampling for one system (paper Sections 4.1-4.2)."""
 
     system: str = "l63"
     dt: float = 0.01
@@ -241,7 +241,7 @@ class Stage:
 
 @dataclass
 class TrainConfig:
-    """Training of one table row (SPEC section 5)."""
+    """Training of one table row (paper Section 3.4)."""
 
     epochs: int = 300
     batch_size: int = 128
@@ -414,7 +414,7 @@ class BayesConfig:
 
 @dataclass
 class EvalConfig:
-    """Scoring of the test split (SPEC section 6)."""
+    """Scoring of the test split (paper Section 4.1, Tables 1-2)."""
 
     n_iter: int = 20
     score_lambdas: list[float] = field(default_factory=lambda: [0.01, 1.0])
@@ -543,21 +543,25 @@ def check_train_rows(cfg: dict) -> None:
                 )
 
 
-def check_figure_rows(cfg: dict, systems: dict[str, str]) -> None:
-    """Refuse a figure row (``figures.<fig>``, label: row) that is not a table row of the
-    figure's system (``experiments.<system>``); ``systems`` maps each figure to its system.
-    Figures of a system without table rows (absent or empty) are not drawn and not checked."""
+def drop_absent_figure_rows(cfg: dict, systems: dict[str, str]) -> list[str]:
+    """Drop the figure entries (``figures.<fig>``, label: row) whose row is not a table row of
+    the figure's system (``experiments.<system>``; ``systems`` maps each figure to its system),
+    so that a subset of rows runs from the command line; returns one line per entry dropped.
+    A figure left without entries is not drawn. Figures of a system without table rows are
+    not drawn either and not checked."""
     experiments = cfg.get("experiments") or {}
+    dropped = []
     for fig, rows in (cfg.get("figures") or {}).items():
         system = systems.get(fig)
         if not experiments.get(system):
             continue
-        for label, row in (rows or {}).items():
+        for label, row in list((rows or {}).items()):
             if row not in experiments[system]:
-                raise ConfigError(
-                    f"figures.{fig}.{label} = {row!r}: not a row of experiments.{system} "
-                    f"({', '.join(experiments[system])})"
+                del rows[label]
+                dropped.append(
+                    f"figures.{fig}: {label!r} ({row}) left out: not a row of experiments.{system}"
                 )
+    return dropped
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Scores of the paper's Tables 1-2, in physical units (SPEC section 6).
+"""Scores of the paper's Tables 1-2, in physical units (paper Section 4.1).
 
 * R-score: mean squared error of the reconstruction against the truth, over all components and
   time steps (also over observed and unobserved entries separately);

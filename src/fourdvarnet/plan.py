@@ -5,10 +5,10 @@ The estimate counts the training steps of every learned row and seed from the co
 training windows) and prices one step from measured per-step times. Source of those times:
 ``docs/performance.md`` (measured 2026-11-23):
 
-- CPU, section "CPU (this machine, 2 cores, torch 2.13.0+cpu)": one supervised training step
+- CPU, section "CPU (2 cores, torch 2.13.0+cpu)": one supervised training step
   with 5 solver iterations on one core; L63 at batch 32: RK4 55-71 ms, GENN 243-270 ms; L96 at
   batch 16: RK4 554-681 ms, paper-width GENN 10.9-11.4 s;
-- GPU, section "H100 (device tool, ...)", table column "train fast": one step with 20 solver
+- GPU, section "H100 (2026-11-23, ...)", table column "train fast": one step with 20 solver
   iterations on the CUDA-graph path; L63 at batch 128: RK4 23.8-26.9 ms, GENN 261-264 ms; L96 at
   batch 32: RK4 54.8-70.8 ms, GENN 1.94-1.96 s.
 
@@ -163,4 +163,43 @@ def plan_warning(
             "  Ctrl-C stops the run; finished jobs are kept. (Estimate: fourdvarnet.plan, from "
             "the per-step times in docs/performance.md.)",
         ]
+    )
+
+
+def unnamed_preset_stop(
+    cfg: dict,
+    cuda_available: bool | None = None,
+    jobs: Iterable[tuple[str, str]] | None = None,
+    cores: int | None = None,
+) -> str | None:
+    """The message that stops a local run whose preset was not named (the default, ``paper``)
+    and that would train for long on the CPU (as ``plan_warning`` judges it), or None. Naming
+    the preset (``--config preset=...``) runs it, with the warning."""
+    warning = plan_warning(cfg, cuda_available, jobs, cores)
+    if warning is None:
+        return None
+    name = cfg.get("preset", "paper")
+    estimate = warning.splitlines()[1].strip()
+    return "\n".join(
+        [
+            f"STOPPED before any job (plan check): no preset was named, and the default "
+            f"{name!r} preset would train on this CPU (no CUDA device is visible).",
+            f"  {estimate}",
+            "  Name a preset to run:",
+            "    snakemake --config preset=quick   every table and figure on small data "
+            "(about 15 min on 2 cores)",
+            "    snakemake --config preset=cpu     Table 1 and Figures 2-3 at the paper's L63 "
+            "size (about 2 h on 2 cores)",
+            f"    snakemake --config preset={name}   this run, as asked",
+        ]
+    )
+
+
+def plan_line(cfg: dict) -> str:
+    """One line for the start of any run, a dry run included: the preset and its training."""
+    est = estimate_training(cfg)
+    return (
+        f"preset {est.preset!r}: {est.jobs} training job(s), about "
+        f"{format_hours(est.cpu_hours)} of CPU training or {format_hours(est.gpu_hours)} on one "
+        "GPU (fourdvarnet.plan)"
     )

@@ -61,6 +61,43 @@ FLOOR = "none-rk4-bayes"
 SECONDS = ("seconds", "train_seconds")
 
 
+#: Names of the table rows' parts as the figures and the paper write them.
+PRIOR_NAMES = {"rk4": "RK4", "euler": "Euler", "genn": "GENN"}
+SOLVER_NAMES = {
+    "fsgd": "FSGD",
+    "lbfgs": "L-BFGS 4D-Var",
+    "enks": "EnKS",
+    "bayes": "Bayes posterior mean",
+    "fixed_point": "fixed point",
+    "conv": "aG-Conv",
+    "lstm": "aG-LSTM",
+    "direct": "direct CNN (U-Net)",
+}
+
+
+def row_label(row: str) -> str:
+    """A reader's name of a row: ``supervised-genn-conv`` -> ``supervised GENN + aG-Conv``,
+    ``none-rk4-enks`` -> ``EnKS`` (a baseline's prior named only when it is not RK4)."""
+    scheme, prior, solver = row.split("-")
+    name = SOLVER_NAMES.get(solver, solver)
+    if scheme == "none":
+        return name if prior == "rk4" else f"{name} ({PRIOR_NAMES.get(prior, prior)})"
+    if prior == "none":
+        return f"{scheme} {name}"
+    return f"{scheme} {PRIOR_NAMES.get(prior, prior)} + {name}"
+
+
+def paper_ode(printed: str) -> tuple[float, str]:
+    """The paper's ODE-score as a number, and a note where it printed a bound (``<1e-4``:
+    NaN and the note ``<1e-4``)."""
+    if not printed:
+        return math.nan, ""
+    try:
+        return float(printed), ""
+    except ValueError:
+        return math.nan, printed
+
+
 def row_order(system: str) -> list[str]:
     """The paper's rows of ``system`` in its order, the classic baselines after its FSGD row,
     then the direct CNN and the Bayes floor."""
@@ -74,7 +111,8 @@ def _finite(v) -> bool:
 
 
 def make_table(score_files: list[str | Path], system: str) -> pd.DataFrame:
-    """One line per row (scheme-prior-solver): mean and std over seeds, and the paper's numbers."""
+    """One line per row (scheme-prior-solver): mean and std over seeds (empty for one seed),
+    and the paper's numbers."""
     recs = []
     for f in score_files:
         try:
@@ -100,7 +138,7 @@ def make_table(score_files: list[str | Path], system: str) -> pd.DataFrame:
     for s in SCORES:
         if s in df:
             agg[f"{s}_mean"] = (s, "mean")
-            agg[f"{s}_std"] = (s, lambda v: float(v.std(ddof=0)))
+            agg[f"{s}_std"] = (s, lambda v: float(v.std(ddof=0)) if len(v) > 1 else math.nan)
     for s in ("val_r_score", *SECONDS):
         if s in df:
             agg[f"{s}_mean"] = (s, "mean")
@@ -108,7 +146,10 @@ def make_table(score_files: list[str | Path], system: str) -> pd.DataFrame:
     paper = PAPER.get(system, {})
     table["paper_r_score"] = [paper.get(r, (math.nan,) * 3)[0] for r in table["row"]]
     table["paper_fourdvar_score"] = [paper.get(r, (math.nan,) * 3)[1] for r in table["row"]]
-    table["paper_ode_score"] = [paper.get(r, (None, None, ""))[2] for r in table["row"]]
+    odes = [paper_ode(paper.get(r, (None, None, ""))[2]) for r in table["row"]]
+    table["paper_ode_score"] = [value for value, _ in odes]
+    table["paper_ode_note"] = [note for _, note in odes]
+    table.insert(1, "label", table["row"].map(row_label))
     order = {r: i for i, r in enumerate(row_order(system))}
     table = table.sort_values("row", key=lambda s: s.map(lambda r: order.get(r, len(order))))
     table = table.reset_index(drop=True)

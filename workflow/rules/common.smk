@@ -9,7 +9,7 @@ from snakemake.utils import validate
 from fourdvarnet.config import (
     ConfigError,
     canonical,
-    check_figure_rows,
+    drop_absent_figure_rows,
     check_train_rows,
     deep_merge,
     resolve_preset,
@@ -18,7 +18,13 @@ from fourdvarnet.config import (
     system_train,
     user_config,
 )
-from fourdvarnet.plan import CPU_STEP, job_seconds, plan_warning
+from fourdvarnet.plan import (
+    CPU_STEP,
+    job_seconds,
+    plan_line,
+    plan_warning,
+    unnamed_preset_stop,
+)
 
 
 def validate_config(cfg, where):
@@ -54,8 +60,12 @@ FIGURES = {
     "fig3_l63_examples": ("fig3", "l63"),
     "fig4_l96": ("fig4", "l96"),
 }
-check_figure_rows(CFG, dict(FIGURES.values()))
+for line in drop_absent_figure_rows(CFG, dict(FIGURES.values())):
+    if workflow.is_main_process:  # not again in every job's process
+        print(line, file=sys.stderr)
 check_train_rows(CFG)
+if workflow.is_main_process:
+    print(plan_line(CFG), file=sys.stderr)
 
 
 wildcard_constraints:
@@ -142,7 +152,7 @@ def all_outputs():
     figures = [
         f"figures/{name}.{ext}"
         for name, (fig, system) in FIGURES.items()
-        if system in systems
+        if system in systems and CFG["figures"].get(fig)
         for ext in ("pdf", "png")
     ]
     curves = [
@@ -156,7 +166,7 @@ def all_outputs():
 
 def warn_if_cpu_training():
     """Plan check (fourdvarnet.plan): one warning on stderr when this local run would train for
-    hours on the CPU. It runs as the onstart hook: only then does Snakemake 9 know the executor
+    hours on the CPU; a run whose preset was not named stops instead, before any job. It runs as the onstart hook: only then does Snakemake 9 know the executor
     (workflow.local_exec is False for SLURM and other executor plugins, whose jobs run elsewhere),
     and hooks run neither in dry runs nor in the jobs an executor spawns (--no-hooks)."""
     if not (workflow.is_main_process and workflow.local_exec) or workflow.touch:
@@ -169,7 +179,12 @@ def warn_if_cpu_training():
         ]
     except Exception:  # the DAG's internals: fall back to every training job of the preset
         jobs = None
-    message = plan_warning(CFG, jobs=jobs, cores=workflow.resource_settings.cores)
+    cores = workflow.resource_settings.cores
+    if "preset" not in USER_CONFIG:  # the default preset, not asked for: stop if it is long
+        stop = unnamed_preset_stop(CFG, jobs=jobs, cores=cores)
+        if stop:
+            raise WorkflowError(stop)
+    message = plan_warning(CFG, jobs=jobs, cores=cores)
     if message:
         print(message, file=sys.stderr, flush=True)
 

@@ -1,4 +1,4 @@
-"""Training of one table row (paper Section 3.4, SPEC section 5).
+"""Training of one table row (paper Section 3.4).
 
 * unsupervised: loss = U_Phi(x_hat, y, Omega) with fixed weights; only the solver learns (the
   prior is the true-parameter ODE, or a GENN pre-trained on one-step prediction and then frozen);
