@@ -1,7 +1,8 @@
 """Which torch build the Makefile installs: the CPU build without an NVIDIA GPU, unless told.
 
 ``make`` runs the real recipe with a stand-in ``python -m venv`` whose ``pip`` only records its
-arguments, and a stand-in ``nvidia-smi`` that succeeds (a GPU) or fails (none).
+arguments (and fails, if told, for command lines naming a given index), and a stand-in
+``nvidia-smi`` that succeeds (a GPU) or fails (none).
 """
 
 import os
@@ -16,15 +17,20 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 
 
-def make_install(tmp_path: Path, gpu: bool, *args: str) -> tuple[str, list[str]]:
-    """Run the Makefile's set-up target; returns make's output and the pip command lines."""
+def make_install(
+    tmp_path: Path, gpu: bool, *args: str, target: str = "", fail_for: str = "", ok: bool = True
+) -> tuple[str, list[str]]:
+    """Run the Makefile's set-up (``target``, by default the venv's stamp); returns make's output
+    (stdout and stderr) and the pip command lines. The stand-in pip fails for command lines
+    containing ``fail_for`` (if given); ``ok`` is whether make must succeed."""
     bin_dir, venv, log = tmp_path / "bin", tmp_path / "venv", tmp_path / "pip.log"
     bin_dir.mkdir(parents=True)
     python = bin_dir / "python"
+    fail = f'case "$*" in *{fail_for}*) exit 1;; esac\\n' if fail_for else ""
     python.write_text(
         "#!/bin/sh\n"  # python -m venv DIR
         'mkdir -p "$3/bin"\n'
-        f'printf \'#!/bin/sh\\necho "$*" >> {log}\\n\' > "$3/bin/pip"\n'
+        f'printf \'#!/bin/sh\\necho "$*" >> {log}\\n{fail}\' > "$3/bin/pip"\n'
         'chmod +x "$3/bin/pip"\n'
     )
     (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\nexit {0 if gpu else 1}\n")
@@ -32,26 +38,60 @@ def make_install(tmp_path: Path, gpu: bool, *args: str) -> tuple[str, list[str]]
         f.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("TORCH", "TORCH_INDEX", "MAKEFLAGS")}
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
-    out = subprocess.run(
-        ["make", "-C", str(REPO), f"{venv}/.installed", f"VENV={venv}", f"PYTHON={python}", *args],
+    target = target or f"{venv}/.installed"
+    done = subprocess.run(
+        ["make", "-C", str(REPO), target, f"VENV={venv}", f"PYTHON={python}", *args],
         env=env,
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
-    return out, log.read_text().splitlines()
+    )
+    assert (done.returncode == 0) == ok, done.stdout + done.stderr
+    return done.stdout + done.stderr, log.read_text().splitlines()
 
 
 def torch_install(pip_lines: list[str]) -> str:
-    (line,) = [x for x in pip_lines if "torch" in x]
+    """The pip line that installs torch itself: the one naming an index, else the only one."""
+    lines = [x for x in pip_lines if "torch" in x]
+    with_index = [x for x in lines if "index-url" in x]
+    (line,) = with_index or lines
     return line
 
 
 def test_without_a_gpu_the_cpu_build_is_installed_and_the_choice_said(tmp_path):
     out, pip = make_install(tmp_path, gpu=False)
-    assert torch_install(pip) == f"install -q torch>=2.3 --extra-index-url {CPU_INDEX}"
+    # The index alone (pip cannot fall back to PyPI's CUDA build), failing in seconds if it is
+    # unreachable; torch's dependencies after, from pip's usual indexes.
+    assert torch_install(pip) == (
+        f"install -q --timeout 15 --retries 1 --no-deps --index-url {CPU_INDEX} torch>=2.3"
+    )
+    i = pip.index(torch_install(pip))
+    assert pip[i + 1] == "install -q torch>=2.3"
     assert "no NVIDIA GPU" in out and "TORCH=" in out and "TORCH_INDEX=" in out
     assert any("-e .[workflow,dev]" in x for x in pip)
+
+
+def test_an_unreachable_cpu_index_stops_with_the_choices(tmp_path):
+    out, pip = make_install(tmp_path, gpu=False, fail_for=CPU_INDEX, ok=False)
+    assert "could not be reached" in out
+    for choice in (
+        "make setup TORCH_INDEX= ",
+        "make setup TORCH=torch==<version>",
+        "make setup TORCH_INDEX=<url>",
+    ):
+        assert choice in out
+    # It tried the index once, and installed no torch (nor the project) without it.
+    assert [x for x in pip if "torch" in x] == [torch_install(pip)]
+    assert CPU_INDEX in torch_install(pip)
+    assert not any("-e .[workflow,dev]" in x for x in pip)
+    assert not (tmp_path / "venv" / ".installed").exists()
+
+
+def test_make_setup_installs_torch_and_the_project_and_runs_nothing(tmp_path):
+    out, pip = make_install(tmp_path, False, "TORCH=torch==2.13.0", target="setup")
+    assert torch_install(pip) == "install -q torch==2.13.0"
+    assert pip[-1] == "install -q -e .[workflow,dev]"
+    assert (tmp_path / "venv" / ".installed").exists()
+    assert "snakemake --config" not in out and "-m pytest" not in out
 
 
 def test_with_a_gpu_pypi_default_build(tmp_path):
@@ -67,6 +107,7 @@ def test_an_explicit_torch_is_used_as_is(tmp_path):
 
 def test_torch_index_chooses_the_index(tmp_path):
     _, pip = make_install(tmp_path, False, "TORCH_INDEX=https://example.org/whl/cu128")
-    assert torch_install(pip).endswith("--extra-index-url https://example.org/whl/cu128")
+    assert torch_install(pip).endswith("--index-url https://example.org/whl/cu128 torch>=2.3")
+    assert "--timeout 15 --retries 1" in torch_install(pip)
     _, pip = make_install(tmp_path / "x", False, "TORCH_INDEX=")
     assert torch_install(pip) == "install -q torch>=2.3"

@@ -119,7 +119,7 @@ class GraphedIteration:
         self.y, self.mask, self.x = y.clone(), mask.clone(), x0.detach().clone()
         self.state = solver.init_state(self.x)
         self._prepare(x0)
-        self.initial = solver.grad_norm in ("initial", "max")
+        self.initial = solver.carries_norm
         with torch.no_grad():
             self.norm = self._first(x0)[2] if self.initial else None
         side = torch.cuda.Stream()

@@ -41,6 +41,22 @@ def rms(g: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return (g.pow(2).mean(dim=(1, 2), keepdim=True) + eps).sqrt()
 
 
+def normalise_gradient(g: torch.Tensor, norm: torch.Tensor | None, mode: str):
+    """The gradient as the learned solvers see it (``GRAD_NORMS``): ``g`` over an RMS per
+    sequence, and that RMS to carry to the next iteration (``norm``, None before the first).
+    ``every``: this iteration's RMS; ``initial``: the first iteration's; ``max``: the largest
+    so far; ``none``: ``g`` as it is. The one home of the normalisation: the eager solvers and
+    the CUDA-graph iterations (``fast.GraphedIteration``, through ``Solver.iterate``) use it."""
+    if mode == "none":
+        return g, norm
+    size = rms(g)
+    if norm is None or mode == "every":
+        norm = size
+    elif mode == "max":
+        norm = torch.maximum(norm, size)
+    return g / norm, norm
+
+
 class Solver(nn.Module):
     """Base of the gradient-based solvers: the unrolled loop and the gradient normalisation."""
 
@@ -54,6 +70,12 @@ class Solver(nn.Module):
         #: ``(cost, x, y, mask) -> g`` replacing the autograd gradient of U (the CPU fast path
         #: sets it for a while, ``fast_cpu.enable``); None: the eager reference
         self.grad_fn: Callable | None = None
+
+    @property
+    def carries_norm(self) -> bool:
+        """Whether the normalising RMS of one iteration is carried to the next (``initial``,
+        ``max``), so that a replayed iteration needs it as an input."""
+        return self.grad_norm in ("initial", "max")
 
     def init_state(self, x0: torch.Tensor):
         return None
@@ -76,13 +98,7 @@ class Solver(nn.Module):
                 (g,) = torch.autograd.grad(u, x, create_graph=train)
         else:  # the CPU fast path (fourdvarnet.fast_cpu): a compiled gradient
             g = self.grad_fn(cost, x, y, mask)
-        if self.grad_norm != "none":
-            size = rms(g)
-            if norm is None or self.grad_norm == "every":
-                norm = size
-            elif self.grad_norm == "max":
-                norm = torch.maximum(norm, size)
-            g = g / norm
+        g, norm = normalise_gradient(g, norm, self.grad_norm)
         x = x if train else x.detach()
         new, state = self.update(x, g, state)
         if self.log_step is not None:

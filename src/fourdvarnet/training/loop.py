@@ -183,6 +183,150 @@ class Best:
             self.state = copy.deepcopy(self.model.state_dict())
 
 
+class Training:
+    """The state of one row's training: the model, its runner and schedule, the data, the
+    generator of the batch order, the best weights and the record; one method per part of an
+    epoch. ``train`` drives it."""
+
+    def __init__(self, model, exp, cfg, train_set, val_set, std, fast, resume, pretrained):
+        self.model, self.exp, self.cfg, self.std = model, exp, cfg, std
+        self.train_set, self.val_set, self.resume = train_set, val_set, resume
+        self.gen = torch.Generator().manual_seed(exp.seed)
+        self.started = time.perf_counter()
+        self.key = resume_key(exp, cfg, len(train_set))
+        saved = load_resume(resume, self.key)
+        self.record: dict = {"history": [], "pretrain": list(pretrained or [])}
+        if saved is None and pretrained is None and exp.prior == "genn" and cfg.pretrain_epochs:
+            self.record["pretrain"] = pretrain_prior(
+                model.prior, train_set.x, cfg.pretrain_epochs, cfg.pretrain_lr, cfg.batch_size,
+                self.gen,
+            )  # fmt: skip
+        if not learns_prior(exp, cfg):
+            model.prior.requires_grad_(False)
+        self.groups = parameter_groups(model, exp, cfg)
+        self.schedule = Schedule(
+            cfg, steps_per_epoch(len(train_set), cfg.batch_size), one_pass=exp.solver == "direct"
+        )
+        self.runner = make_runner(
+            model, self.groups, cfg.schedule[0].lr, train_set.x.device, fast, cfg.cpu_fast,
+            solver_iterations(cfg, len(train_set)), cfg.clip_grad_norm,
+        )  # fmt: skip
+        self.record["fast_path"] = self.runner.name
+        log.info("fast path: %s", self.runner.name)
+        self.best = Best(model)
+        self.first_epoch = 0 if saved is None else self.restore(saved)
+        # the direct row has no prior, so no prior term whatever prior_weight says
+        self.prior_weight = cfg.prior_weight if exp.prior != "none" else 0.0
+
+    def restore(self, saved: dict) -> int:
+        """Take up a resume file's state; returns the first epoch still to run."""
+        self.model.load_state_dict(saved["model"])
+        self.runner.opt.load_state_dict(saved["optimizer"])
+        self.gen.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        self.best.metric, self.best.epoch = saved["best"]["val_metric"], saved["best"]["epoch"]
+        self.best.state, self.record = saved["best_state"], saved["record"]
+        self.started -= saved["seconds"]
+        return saved["epoch"] + 1
+
+    def validation(self) -> dict[str, float]:
+        batch = max(self.cfg.batch_size, 256)
+        return validate(
+            self.model, self.exp.scheme, self.val_set, self.cfg.val_n_iter, batch, self.runner.solve
+        )
+
+    def epoch(self, epoch: int) -> dict:
+        """One pass over the shuffled training windows, one optimiser step per batch, then the
+        validation scores; returns the epoch's history entry."""
+        model, exp, cfg, schedule = self.model, self.exp, self.cfg, self.schedule
+        n_iter = schedule.n_iter(epoch)
+
+        def loss_fn(x, y, mask):
+            x_hat = model(y, mask, n_iter, grad_last=cfg.backprop_iters)
+            return training_loss(model, exp.scheme, x_hat, x, y, mask, self.prior_weight)
+
+        t0, losses = time.perf_counter(), []
+        for i, idx in enumerate(batches(len(self.train_set), cfg.batch_size, self.gen, True)):
+            lr = schedule.lr(epoch, epoch * schedule.steps_per_epoch + i)
+            set_lr(self.runner.opt, self.groups, lr)
+            b = self.train_set.subset(idx)
+            losses.append(self.runner.step(loss_fn, (b.x, b.y, b.mask), key=n_iter))
+        losses = torch.stack(losses)
+        check_finite(losses, f"epoch {epoch}")
+        seconds = time.perf_counter() - t0
+        entry = {
+            "epoch": epoch,
+            "steps": (epoch + 1) * schedule.steps_per_epoch,  # optimiser steps so far
+            "n_iter": n_iter,
+            "lr": lr,
+            "loss": float(losses.mean()),
+            "seconds": seconds,
+            **self.validation(),
+        }
+        self.record["history"].append(entry)
+        self.best.update(entry["val_metric"], epoch)
+        return entry
+
+    def log_epoch(self, e: dict) -> None:
+        log.info(
+            "epoch %d/%d iter %d lr %.0e loss %.4g val R-score %.4g val U %.4g (%.1fs)",
+            e["epoch"] + 1, self.cfg.epochs, e["n_iter"], e["lr"], e["loss"],
+            e["val_r"] * self.std**2, e["val_u"], e["seconds"],
+        )  # fmt: skip
+
+    def save(self, epoch: int) -> None:
+        """The resume file after a completed epoch (with ``resume``)."""
+        if self.resume is None:
+            return
+        save_resume(
+            self.resume,
+            {
+                "key": self.key,
+                "epoch": epoch,
+                "model": self.model.state_dict(),
+                "optimizer": self.runner.opt.state_dict(),
+                "generator": self.gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "best": {"val_metric": self.best.metric, "epoch": self.best.epoch},
+                "best_state": self.best.state,
+                "record": self.record,
+                "seconds": time.perf_counter() - self.started,
+            },
+        )
+
+    def stop(self, epoch: int) -> bool:
+        """Whether to stop after ``epoch`` before the last (``stop_reason``)."""
+        reason = stop_reason(self.cfg, self.record["history"], time.perf_counter() - self.started)
+        if reason:
+            self.record["stopped"] = reason
+            log.info("stopping after epoch %d: %s", epoch + 1, reason)
+        return bool(reason)
+
+    def finish(self) -> dict:
+        """Keep the best weights, score them, refuse a collapsed network; the record."""
+        self.model.load_state_dict(self.best.state)
+        final = self.validation()
+        if final["val_tvar"] < self.cfg.collapse_ratio:
+            raise TrainingCollapsed(
+                f"{self.exp.name}: the trained network's reconstructions are constant in time "
+                f"on the validation split (variance in time {final['val_tvar']:.2g} of the "
+                "truth's): a failed training; change its recipe (learning rate, batch size) or seed"
+            )
+        self.record.update(
+            seconds=time.perf_counter() - self.started,
+            best_epoch=self.best.epoch,
+            val_r_score=final["val_r"] * self.std**2,
+            val_u=final["val_u"],
+            lambdas=self.model.cost.lambdas,
+        )
+        log.info(
+            "best epoch %d: validation R-score %.4g",
+            self.best.epoch + 1,
+            final["val_r"] * self.std**2,
+        )
+        return self.record
+
+
 def train(
     model: FourDVarNet,
     exp: Experiment,
@@ -211,120 +355,13 @@ def train(
     of a seed, ``pipeline.pretrain_genn``); without it a GENN row pre-trains its own prior.
     """
     exp.check()
-    gen = torch.Generator().manual_seed(exp.seed)
-    started = time.perf_counter()
-    key = resume_key(exp, cfg, len(train_set))
-    saved = load_resume(resume, key)
-    record: dict = {"history": [], "pretrain": list(pretrained or [])}
-    if saved is None and pretrained is None and exp.prior == "genn" and cfg.pretrain_epochs > 0:
-        record["pretrain"] = pretrain_prior(
-            model.prior, train_set.x, cfg.pretrain_epochs, cfg.pretrain_lr, cfg.batch_size, gen
-        )
-    if not learns_prior(exp, cfg):
-        model.prior.requires_grad_(False)
-    groups = parameter_groups(model, exp, cfg)
-    schedule = Schedule(
-        cfg, steps_per_epoch(len(train_set), cfg.batch_size), one_pass=exp.solver == "direct"
-    )
-    runner = make_runner(
-        model,
-        groups,
-        cfg.schedule[0].lr,
-        train_set.x.device,
-        fast,
-        cfg.cpu_fast,
-        solver_iterations(cfg, len(train_set)),
-        cfg.clip_grad_norm,
-    )
-    record["fast_path"] = runner.name
-    log.info("fast path: %s", runner.name)
-    best = Best(model)
-    first_epoch = 0
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        runner.opt.load_state_dict(saved["optimizer"])
-        gen.set_state(saved["generator"])
-        torch.set_rng_state(saved["torch_rng"])
-        best.metric, best.epoch = saved["best"]["val_metric"], saved["best"]["epoch"]
-        best.state, record = saved["best_state"], saved["record"]
-        first_epoch = saved["epoch"] + 1
-        started -= saved["seconds"]
-    prior_weight = cfg.prior_weight if exp.prior != "none" else 0.0  # the direct row: no prior
-
-    def validation():
-        val_batch = max(cfg.batch_size, 256)
-        return validate(model, exp.scheme, val_set, cfg.val_n_iter, val_batch, runner.solve)
-
-    with runner.active():
-        for epoch in range(first_epoch, cfg.epochs):
-            n_iter = schedule.n_iter(epoch)
-
-            def loss_fn(x, y, mask, n_iter=n_iter):
-                x_hat = model(y, mask, n_iter, grad_last=cfg.backprop_iters)
-                return training_loss(model, exp.scheme, x_hat, x, y, mask, prior_weight)
-
-            t0, losses = time.perf_counter(), []
-            epoch_batches = batches(len(train_set), cfg.batch_size, gen, drop_last=True)
-            for i, idx in enumerate(epoch_batches):
-                lr = schedule.lr(epoch, epoch * schedule.steps_per_epoch + i)
-                set_lr(runner.opt, groups, lr)
-                b = train_set.subset(idx)
-                losses.append(runner.step(loss_fn, (b.x, b.y, b.mask), key=n_iter))
-            losses = torch.stack(losses)
-            check_finite(losses, f"epoch {epoch}")
-            val = validation()
-            entry = {
-                "epoch": epoch,
-                "steps": (epoch + 1) * schedule.steps_per_epoch,  # optimiser steps so far
-                "n_iter": n_iter,
-                "lr": lr,
-                "loss": float(losses.mean()),
-                "seconds": time.perf_counter() - t0,
-                **val,
-            }
-            record["history"].append(entry)
-            best.update(val["val_metric"], epoch)
+    t = Training(model, exp, cfg, train_set, val_set, std, fast, resume, pretrained)
+    with t.runner.active():
+        for epoch in range(t.first_epoch, cfg.epochs):
+            entry = t.epoch(epoch)
             if progress:
-                log.info(
-                    "epoch %d/%d iter %d lr %.0e loss %.4g val R-score %.4g val U %.4g (%.1fs)",
-                    epoch + 1, cfg.epochs, n_iter, lr, entry["loss"], val["val_r"] * std**2,
-                    val["val_u"], entry["seconds"],
-                )  # fmt: skip
-            if resume is not None:
-                save_resume(
-                    resume,
-                    {
-                        "key": key,
-                        "epoch": epoch,
-                        "model": model.state_dict(),
-                        "optimizer": runner.opt.state_dict(),
-                        "generator": gen.get_state(),
-                        "torch_rng": torch.get_rng_state(),
-                        "best": {"val_metric": best.metric, "epoch": best.epoch},
-                        "best_state": best.state,
-                        "record": record,
-                        "seconds": time.perf_counter() - started,
-                    },
-                )
-            stop = stop_reason(cfg, record["history"], time.perf_counter() - started)
-            if stop:
-                record["stopped"] = stop
-                log.info("stopping after epoch %d: %s", epoch + 1, stop)
+                t.log_epoch(entry)
+            t.save(epoch)
+            if t.stop(epoch):
                 break
-        model.load_state_dict(best.state)
-        final = validation()
-    if final["val_tvar"] < cfg.collapse_ratio:
-        raise TrainingCollapsed(
-            f"{exp.name}: the trained network's reconstructions are constant in "
-            f"time on the validation split (variance in time {final['val_tvar']:.2g} of the "
-            "truth's): a failed training; change its recipe (learning rate, batch size) or seed"
-        )
-    record.update(
-        seconds=time.perf_counter() - started,
-        best_epoch=best.epoch,
-        val_r_score=final["val_r"] * std**2,
-        val_u=final["val_u"],
-        lambdas=model.cost.lambdas,
-    )
-    log.info("best epoch %d: validation R-score %.4g", best.epoch + 1, record["val_r_score"])
-    return record
+        return t.finish()
