@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from fourdvarnet import figures, pipeline
-from fourdvarnet.data import load_dataset
+from fourdvarnet.data import UnreadableFileError, load_dataset
 from fourdvarnet.tables import make_table
 
 
@@ -115,3 +115,48 @@ def test_also_stderr_tees_without_changing_the_log_file(tmp_path, keep_logging, 
         return [line.split(" ", 2)[2] for line in (tmp_path / name).read_text().splitlines()]
 
     assert lines("b.log") == lines("a.log") == ["INFO fourdvarnet.training: epoch 1/2 loss 0.5"]
+
+
+# --- an unreadable input: one message that says how to rebuild it -----------------------------
+
+
+def test_a_truncated_workflow_file_names_the_command_that_rebuilds_it(l63_files, tmp_path):
+    data = tmp_path / "results" / "quick" / "data"
+    data.mkdir(parents=True)
+    cut = truncate(l63_files["test"], data / "l63_test.nc")
+    with pytest.raises(UnreadableFileError) as info:
+        load_dataset(cut)
+    msg = str(info.value)
+    assert msg.startswith(f"{cut}: unreadable NetCDF file") and "`simulate` rule" in msg
+    assert "`snakemake --config preset=quick --forcerun results/quick/data/l63_test.nc`" in msg
+    assert info.value.path == str(cut) and isinstance(info.value, OSError)
+    assert info.value.__cause__.__suppress_context__  # not xarray's file-cache KeyError
+
+
+def test_job_log_gives_an_unreadable_input_one_line_and_its_traceback_to_the_log(
+    l63_files, tmp_path, keep_logging, capfd
+):
+    cut = truncate(l63_files["test"], tmp_path / "l63_test.nc")
+    log = tmp_path / "logs" / "job.log"
+    with pytest.raises(SystemExit) as info:  # no traceback printed by the interpreter
+        with pipeline.job_log(log, also_stderr=True, tag="evaluate l63/none-rk4-fsgd/seed0"):
+            logging.getLogger("fourdvarnet").info("starting")
+            load_dataset(cut)
+    assert info.value.code == 1
+    err = capfd.readouterr().err
+    said = [line for line in err.splitlines() if "unreadable NetCDF file" in line]
+    assert len(said) == 1 and "Traceback" not in err, err
+    assert said[0].startswith(f"evaluate l63/none-rk4-fsgd/seed0: {cut}: unreadable")
+    assert f"traceback in {log}" in said[0] and "delete it" in said[0]
+    text = log.read_text()
+    assert "starting" in text and "failed: UnreadableFileError" in text
+    assert "Traceback (most recent call last)" in text and "in read_netcdf" in text
+
+
+def test_job_log_without_a_log_file_raises_an_unreadable_input_again(
+    l63_files, tmp_path, keep_logging
+):
+    cut = truncate(l63_files["test"], tmp_path / "l63_test.nc")
+    with pytest.raises(UnreadableFileError, match="unreadable"):
+        with pipeline.job_log(None):
+            load_dataset(cut)

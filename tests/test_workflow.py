@@ -325,3 +325,139 @@ def test_a_subset_of_rows_runs_with_the_figure_entries_of_absent_rows_left_out(t
     assert out.count("(none-rk4-bayes) left out") == 1  # said once, not per job
     counts = job_counts(out)
     assert counts["train"] == 1 and counts["figure"] == 2  # Figures 2 and 3, not 4
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="jobs die with Snakemake on Linux")
+def test_snakemake_killed_with_sigkill_takes_its_jobs_and_reruns_only_the_unfinished(tmp_path):
+    """``kill -9`` of the snakemake the user started ends its running jobs too (within seconds,
+    no orphan left to run beside the next run); ``--unlock`` and the same command then finish the
+    killed training, and a training finished before the kill is not run again."""
+    work = copy_repo(tmp_path)
+    models, logs = work / "results/ci/models/l63", work / "results/ci/logs/train/l63"
+    done, killed = "supervised-rk4-conv", "supervised-rk4-lstm"  # one short, one long training
+    targets = [f"results/ci/models/l63/{row}/seed0.pt" for row in (done, killed)]
+    (work / "long.yaml").write_text(
+        yaml.safe_dump({"train": {"l63": {"rows": {killed: {"epochs": 1000}}}}})
+    )
+
+    def processes_of_work() -> list[str]:
+        found = []
+        for p in Path("/proc").iterdir():
+            if p.name.isdigit() and int(p.name) != os.getpid():
+                try:
+                    cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:  # ended meanwhile
+                    continue
+                if str(work) in cmd:
+                    found.append(f"{p.name}: {cmd}")
+        return found
+
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    with open(work / "killed_run.out", "w") as console:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", *targets, "--cores", "2"]
+            + ["--configfile", "long.yaml", "--config", "preset=ci"],
+            cwd=work,
+            env=env,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    log = logs / killed / "seed0.log"
+    deadline = time.monotonic() + 150
+    # the simulation and the short training done (and recorded so: not incomplete), the long
+    # training past its first epoch
+    while not (
+        "2 of 3 steps" in (work / "killed_run.out").read_text()
+        and log.exists()
+        and "epoch 1/" in log.read_text()
+    ):
+        assert proc.poll() is None, (work / "killed_run.out").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the short training did not end while the long ran"
+        time.sleep(0.1)
+    mtime = (models / done / "seed0.pt").stat().st_mtime_ns
+    assert any("train.py" in p for p in processes_of_work()), "the training job is not seen"
+    os.kill(proc.pid, signal.SIGKILL)  # snakemake alone, not its process group
+    deadline = time.monotonic() + 5
+    while (left := processes_of_work()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.wait()
+    assert not left, f"job processes outlived their snakemake: {left}"
+    assert not (models / killed / "seed0.pt").exists()
+    assert not list((models / killed).glob("*.part"))
+
+    snakemake(work, "--unlock", *targets, "--config", "preset=ci")
+    out = snakemake(work, *targets, "--cores", "2", "--config", "preset=ci").stdout
+    assert job_counts(out).get("train") == 1, out[-3000:]
+    assert (models / done / "seed0.pt").stat().st_mtime_ns == mtime  # not trained again
+    import torch
+
+    ckpt = torch.load(models / killed / "seed0.pt", weights_only=False)
+    assert ckpt["experiment"]["solver"] == "lstm" and "train_record" in ckpt
+
+
+def with_ci_outputs(dest: Path) -> Path:
+    """A copy of the repository holding this checkout's ci run (results/ci, results/table*.csv,
+    figures/), so that reports and reruns start from finished results without running them."""
+    tables = [REPO / "results" / f"{t}.csv" for t in ("table1", "table2")]
+    if not (REPO / "results/ci").is_dir() or not all(t.is_file() for t in tables):
+        pytest.skip("no ci run in this checkout: run `snakemake --config preset=ci` first")
+    if any(set(pd.read_csv(t)["preset"]) != {"ci"} for t in tables):
+        pytest.skip("results/table*.csv hold another preset than ci")
+    work = copy_repo(dest)
+    shutil.copytree(REPO / "results/ci", work / "results/ci")
+    for t in tables:
+        shutil.copy2(t, work / "results" / t.name)
+    shutil.copytree(REPO / "figures", work / "figures", dirs_exist_ok=True)
+    # Scripts edited since that run would rerun its jobs ('Code has changed'): date them before.
+    oldest = min(f.stat().st_mtime for f in (work / "results").rglob("*") if f.is_file())
+    for script in (work / "workflow" / "scripts").iterdir():
+        os.utime(script, (oldest - 60, oldest - 60))
+    return work
+
+
+def test_a_report_for_another_preset_than_the_tables_is_refused(tmp_path):
+    work = with_ci_outputs(tmp_path)
+    proc = snakemake(work, "--config", "preset=quick", "--report", "r.html", check=False)
+    assert proc.returncode != 0
+    for table in ("table1", "table2"):
+        assert (
+            f"results/{table}.csv holds preset 'ci', not 'quick': run `snakemake --config "
+            "preset=quick` first, or make the report with --config preset=ci"
+        ) in proc.stdout, proc.stdout[-3000:]
+    assert not (work / "r.html").exists()
+    snakemake(work, "--config", "preset=ci", "--report", "r.html")  # the tables' preset
+    assert "table1" in (work / "r.html").read_text(errors="replace")
+
+
+def test_a_truncated_input_is_one_message_whose_command_rebuilds_it(tmp_path):
+    import re
+    import shlex
+
+    work = with_ci_outputs(tmp_path)
+    data = work / "results/ci/data/l63_test.nc"
+    blob = data.read_bytes()
+    data.write_bytes(blob[: len(blob) // 2])
+    target = "results/ci/eval/l63/none-rk4-fsgd/seed0.json"
+    proc = snakemake(work, target, "--cores", "1", "--config", "preset=ci", check=False)
+    assert proc.returncode != 0
+    console = proc.stdout  # the jobs' own lines and Snakemake's (no copies of the logs)
+    assert "Traceback (most recent call last)" not in console, console[-6000:]
+    assert not [line for line in console.splitlines() if line.startswith('  File "')]
+    said = [line for line in console.splitlines() if "unreadable NetCDF file" in line]
+    assert len(said) == 1, console[-6000:]
+    assert "results/ci/data/l63_test.nc" in said[0] and "`simulate` rule" in said[0]
+    log = (work / "results/ci/logs/evaluate/l63/none-rk4-fsgd/seed0.log").read_text()
+    assert "Traceback (most recent call last)" in log and "unreadable NetCDF file" in log
+    advice = re.search(r"`(snakemake [^`]*)`", said[0]).group(1)
+    assert advice == "snakemake --config preset=ci --forcerun results/ci/data/l63_test.nc"
+    options = shlex.split(advice)[1:]
+    # The advice plans the simulation of l63 (not l96) and everything made from its files ...
+    plan = job_counts(snakemake(work, "-n", *options).stdout)
+    assert plan["simulate"] == 1 and plan["table"] == 1, plan
+    assert plan["train"] == l63_learned_rows() and plan["pretrain_genn"] == 1, plan
+    # ... and rebuilds the file; here with one evaluation as the target, which goes before the
+    # options (--forcerun would take it as a second file to force).
+    snakemake(work, target, "--cores", "1", *options)
+    assert xr.load_dataset(data).sizes["sample"] > 0
+    assert (work / target).is_file()

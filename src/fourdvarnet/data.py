@@ -10,6 +10,7 @@ variables ``x``, ``y``, ``mask`` of dimensions ``(sample, time, component)``.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,16 +195,48 @@ class Split:
         return Split(self.x[idx], self.y[idx], self.mask[idx], self.attrs)
 
 
+class UnreadableFileError(OSError):
+    """An input file that cannot be read (truncated, corrupt); its message says which file, what
+    is wrong and how to rebuild it. ``pipeline.job_log`` prints that message alone on the console
+    and keeps the traceback for the job's log."""
+
+    def __init__(self, message: str, path: str | Path):
+        super().__init__(message)
+        self.path = str(path)
+
+
+#: A file of the workflow's layout, ``results/<preset>/data/...`` or ``results/<preset>/eval/...``.
+WORKFLOW_FILE = re.compile(r"(?:^|/)(results/(?P<preset>[A-Za-z0-9_]+)/(?:data|eval)/.+)$")
+
+
+def rebuild_advice(path: str | Path) -> str:
+    """How to rebuild ``path``: for a file of the workflow, the Snakemake command that remakes it
+    and every file made from it (deleting it alone is not enough: Snakemake does not remake an
+    intermediate file whose downstream results exist, and says 'Nothing to be done')."""
+    m = WORKFLOW_FILE.search(Path(path).as_posix())
+    if not m:
+        return "delete it and rerun"
+    return (
+        f"rebuild it, and what was made from it, with `snakemake --config "
+        f"preset={m['preset']} --forcerun {m[1]}` (deleting it is not enough once results made "
+        "from it exist)"
+    )
+
+
 def read_netcdf(path: str | Path, where: str, written_by: str) -> xr.Dataset:
-    """``path`` loaded into memory; an unreadable (truncated, corrupt) file raises an ``OSError``
-    that starts with ``where`` and names the rule that writes it (``written_by``)."""
+    """``path`` loaded into memory; an unreadable (truncated, corrupt) file raises an
+    ``UnreadableFileError`` (an ``OSError``) that starts with ``where``, names the rule that
+    writes it (``written_by``) and says how to rebuild it (``rebuild_advice``)."""
     try:
         with xr.open_dataset(path) as ds:
             return ds.load()
     except (OSError, RuntimeError, ValueError) as e:
-        raise OSError(
-            f"{where}: unreadable NetCDF file, truncated or corrupt ({type(e).__name__}: {e}); "
-            f"it is written by {written_by}: delete it and rerun"
+        e.__suppress_context__ = True  # xarray's file-cache miss (a KeyError) tells nothing
+        detail = getattr(e, "strerror", None) or f"{type(e).__name__}: {e}"
+        raise UnreadableFileError(
+            f"{where}: unreadable NetCDF file, truncated or corrupt ({detail}); it is written by "
+            f"{written_by}: {rebuild_advice(path)}",
+            path,
         ) from e
 
 

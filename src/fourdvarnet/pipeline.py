@@ -60,11 +60,15 @@ def setup_logging(path: str | Path | None = None, also_stderr: bool = False, tag
 @contextlib.contextmanager
 def job_log(path: str | Path | None = None, also_stderr: bool = False, tag: str = ""):
     """``setup_logging``, then run the block; an uncaught exception is written to the log with
-    its traceback (Snakemake shows it on the console only) and raised again.
+    its traceback (Snakemake shows it on the console only) and raised again. An unreadable input
+    (``data.UnreadableFileError``) with a log file instead ends the job (status 1) with its
+    message alone on stderr, the traceback in the log file only.
 
         with job_log(snakemake.log[0]):
             train_row(...)
     """
+    from .data import UnreadableFileError
+
     setup_logging(path, also_stderr=also_stderr, tag=tag)
     try:
         yield
@@ -72,9 +76,107 @@ def job_log(path: str | Path | None = None, also_stderr: bool = False, tag: str 
         if e.code not in (None, 0):
             log.error("exited with status %s", e.code)
         raise
+    except UnreadableFileError as e:
+        if not path:  # no log file to keep the traceback in
+            log.exception("failed: %s: %s", type(e).__name__, e)
+            raise
+        # A damaged input: its message (the file, what is wrong, the command that rebuilds it)
+        # once on the console, the traceback in the log file only; exit 1 without a traceback.
+        args = ("failed: %s: %s", (type(e).__name__, e), sys.exc_info())
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, *args)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+        print(f"{tag or 'ERROR'}: {e} (traceback in {path})", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     except BaseException as e:
         log.exception("failed: %s: %s", type(e).__name__, e)
         raise
+
+
+def die_with_parent(poll: float = 0.5) -> None:
+    """End this job when the Snakemake that started it ends, even by ``kill -9``, so that
+    ``--unlock`` and a new run cannot run the same job twice at once. Linux only (elsewhere a
+    no-op); the workflow/scripts adapters call it first thing in the job.
+
+    Snakemake 9 runs a ``script:`` job from a thread of its main process as ``bash -c 'set -euo
+    pipefail; python <script>'``; bash 5.1 and later replaces itself with Python, so the job is a
+    child of Snakemake, but an older bash, or a ``python -m snakemake`` sub-invocation (``run:``
+    and shadow rules), stands in between and outlives a killed Snakemake. So the kernel sends
+    this process SIGTERM when its parent ends (``PR_SET_PDEATHSIG``), and a daemon thread checks
+    every ``poll`` seconds that the topmost ``snakemake`` among its ancestors (the one the user
+    started; on a cluster node, the job step) still runs, and sends SIGTERM when it does not.
+    SIGTERM ends the job at once: its outputs are written atomically, so it leaves nothing that
+    looks complete (a training keeps ``<checkpoint>.resume``). A job whose Snakemake died while
+    it started (its chain then reaches PID 1 with no Snakemake) ends here. Without a Snakemake
+    among its ancestors (Snakemake's Python API) only the parent is watched.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+    import threading
+    import time
+
+    def stat(pid: int):  # (ppid, start time) of a live process, else None (gone, or a zombie)
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return None if fields[0] in ("Z", "X") else (int(fields[1]), fields[19])
+
+    def argv(pid: int) -> list[str]:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            return []
+
+    def is_snakemake(args: list[str]) -> bool:  # snakemake, python [opts] -m snakemake ...
+        first = os.path.basename(args[0]) if args else ""
+        if first.startswith("snakemake"):
+            return True
+        if not first.startswith(("python", "pypy")):
+            return False
+        rest = iter(args[1:])
+        for a in rest:
+            if a == "-m":
+                return next(rest, "") == "snakemake"
+            if a in ("-X", "-W", "-Q"):
+                next(rest, "")
+            elif not a.startswith("-"):
+                return os.path.basename(a) == "snakemake"
+        return False
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    top, starter, pid = None, None, os.getppid()
+    for _ in range(64):  # up the ancestors: the topmost snakemake, the first not running us
+        st = stat(pid)
+        if st is None:
+            break
+        if is_snakemake(argv(pid)):
+            top = (pid, st[1])
+        if starter is None and not any(sys.argv[0] in a for a in argv(pid)):
+            starter = pid
+        if pid <= 1:
+            break
+        pid = st[0]
+
+    def end(why: str) -> None:
+        log.error("%s: ending this job (SIGTERM)", why)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    if top is None:
+        if starter == 1:
+            end("the Snakemake that started this job is gone (its parents end at PID 1)")
+        return
+
+    def watch(pid: int, start: str) -> None:
+        while (st := stat(pid)) is not None and st[1] == start:
+            time.sleep(poll)
+        end(f"Snakemake (process {pid}) is gone")
+
+    threading.Thread(target=watch, args=top, name="die_with_parent", daemon=True).start()
 
 
 def set_threads(threads: int | None) -> None:

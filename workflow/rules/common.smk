@@ -191,3 +191,47 @@ def warn_if_cpu_training():
 
 onstart:
     warn_if_cpu_training()
+
+
+def making_report(argv=None):
+    """Whether this Snakemake only makes a report (``--report [FILE]``, or ``--reporter`` with a
+    plugin's options). Snakemake 9 reads the Snakefile before it acts and tells it nothing of a
+    report (``Workflow.create_report`` comes after), so the command line is all there is.
+    ``--report-after-run`` runs the jobs first, which rewrite the tables of this preset: no check
+    is needed then."""
+    argv = sys.argv if argv is None else argv
+    flags = ("--report", "--reporter")
+    asked = any(a in flags or a.startswith(tuple(f"{f}=" for f in flags)) for a in argv)
+    return asked and "--report-after-run" not in argv
+
+
+def report_preset_mismatches():
+    """Lines naming each table on disk (results/table*.csv, rewritten by every run whatever its
+    preset) whose ``preset`` column is not this run's preset. A missing table is left to
+    Snakemake, which names it."""
+    import csv
+    from pathlib import Path
+
+    lines = []
+    for table in all_outputs():
+        if not (table.startswith("results/table") and Path(table).is_file()):
+            continue
+        with open(table, newline="") as f:
+            held = sorted({row.get("preset") or "(none)" for row in csv.DictReader(f)})
+        if held == [PRESET]:
+            continue
+        line = f"{table} holds preset {', '.join(map(repr, held)) or '(no rows)'}, not {PRESET!r}"
+        line += f": run `snakemake --config preset={PRESET}` first"
+        if len(held) == 1 and held[0] != "(none)":
+            line += f", or make the report with --config preset={held[0]}"
+        lines.append(line)
+    return lines
+
+
+if workflow.is_main_process and making_report():
+    _stale = report_preset_mismatches()
+    if _stale:
+        raise WorkflowError(
+            f"no report for preset {PRESET!r}: the report shows results/table*.csv and figures/ "
+            "as the last run left them, and\n  " + "\n  ".join(_stale)
+        )

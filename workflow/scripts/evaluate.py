@@ -1,10 +1,11 @@
 """Snakemake adapter: score one table row on the test split (fourdvarnet.pipeline.evaluate_row)."""
 
-from fourdvarnet.pipeline import evaluate_row, job_log
+from fourdvarnet.pipeline import die_with_parent, evaluate_row, job_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 w = sm.wildcards
 with job_log(sm.log[0]):
+    die_with_parent()  # a killed Snakemake takes this job with it (Linux)
     evaluate_row(
         w.row,
         w.system,

@@ -1,10 +1,11 @@
 """Snakemake adapter: pre-train one GENN prior (fourdvarnet.pipeline.pretrain_genn)."""
 
-from fourdvarnet.pipeline import job_log, pretrain_genn
+from fourdvarnet.pipeline import die_with_parent, job_log, pretrain_genn
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 w = sm.wildcards
 with job_log(sm.log[0], also_stderr=True, tag=f"pretrain {w.system}/seed{w.seed}"):
+    die_with_parent()  # a killed Snakemake takes this job with it (Linux)
     pretrain_genn(
         w.system,
         int(w.seed),

@@ -3,11 +3,12 @@
 Its log lines (one per epoch) also go to stderr, which a local run shows on the console.
 """
 
-from fourdvarnet.pipeline import job_log, train_row
+from fourdvarnet.pipeline import die_with_parent, job_log, train_row
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 w = sm.wildcards
 with job_log(sm.log[0], also_stderr=True, tag=f"train {w.system}/{w.row}/seed{w.seed}"):
+    die_with_parent()  # a killed Snakemake takes this job with it (Linux)
     train_row(
         w.row,
         w.system,
