@@ -181,8 +181,10 @@ def test_slurm_ci_preset(slurm_cluster, tmp_path, record_property):
     timeout = float(os.environ.get("SLURM_CI_TIMEOUT", 1800))
 
     out, wall = run_snakemake(tmp_path, [*SLURM_ARGS, "--verbose", TARGET], timeout=timeout)
-    # training and evaluation both declare gpu=1
-    sbatch_line = check_slurm_run(out, tmp_path, slurm_cluster, ("train", "evaluate"))
+    # training, GENN pre-training and evaluation declare gpu=1
+    sbatch_line = check_slurm_run(
+        out, tmp_path, slurm_cluster, ("train", "evaluate", "pretrain_genn")
+    )
     assert (tmp_path / TARGET).is_file()
     check_nothing_to_do(tmp_path)
 
