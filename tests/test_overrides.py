@@ -156,3 +156,23 @@ def test_an_override_of_a_row_the_table_lacks_is_refused():
     # a system that runs no rows (the cpu preset's L96) keeps its overrides unchecked
     cfg["experiments"]["l63"] = []
     check_train_rows(cfg)
+
+
+def test_the_code_defaults_are_config_yaml_values():
+    """One source of defaults: every value config.yaml sets for L63 (the paper's set-up) is
+    the dataclass default; the L96 values that differ are the system's own (config.yaml)."""
+    from fourdvarnet.config import EvalConfig, ModelConfig, TrainConfig, as_dict
+
+    raw = base()
+    for section, cls in (("train", TrainConfig), ("model", ModelConfig), ("evaluate", EvalConfig)):
+        defaults = as_dict(cls())
+
+        def compare(default, value, key):
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    if k != "rows":  # per-row overrides are not defaults
+                        compare(default[k], v, f"{key}.{k}")
+            else:
+                assert default == value, f"{key}: code default {default!r}, config.yaml {value!r}"
+
+        compare(defaults, raw[section]["l63"], f"{section}.l63")

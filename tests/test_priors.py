@@ -8,8 +8,8 @@ from fourdvarnet.config import GennConfig, ModelConfig
 from fourdvarnet.metrics import second_difference
 from fourdvarnet.priors import GENN, ODEPrior, build_prior, true_prior
 
-GENN_L63 = GennConfig(width=60, hidden=30, kernel=11, pool=4, head=False)
-GENN_L96 = GennConfig(width=50, hidden=50, kernel=11, pool=4, head=True)
+GENN_L63 = GennConfig(width=60, hidden=30, kernel=11, pool=4, head=False, upsample="block")
+GENN_L96 = GennConfig(width=50, hidden=50, kernel=11, pool=4, head=True, upsample="block")
 
 
 def n_params(m):

@@ -265,7 +265,7 @@ def test_direct_row_trains_on_the_mse_alone(l63_files, small, tmp_path):
             l63_files,
             tmp_path / f"w{w}.pt",
             row="supervised-none-direct",
-            train_cfg=dict(small.train, prior_weight=w, learn_ode=True),
+            train_cfg=dict(small.train, prior_weight=w, learn_ode=True, sup_lambdas=[1.0, 1.0]),
         )
         for w in (0.0, 0.5)
     ]

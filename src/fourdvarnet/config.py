@@ -169,7 +169,7 @@ class GennConfig:
     # coarse branch back to full resolution: "block" (the paper's transposed convolution, kernel
     # = stride = pool: piecewise in blocks of ``pool`` steps) or "linear" (1x1 layer, then linear
     # interpolation; its zero centre spans three coarse steps to keep the constraint)
-    upsample: str = "block"
+    upsample: str = "linear"
 
     def check(self, where: str) -> None:
         _check_kernel(self.kernel, f"{where}.kernel")
@@ -243,15 +243,24 @@ class Stage:
 class TrainConfig:
     """Training of one table row (paper Section 3.4)."""
 
-    epochs: int = 300
+    epochs: int = 500
     batch_size: int = 128
-    schedule: list[Stage] = field(default_factory=lambda: [Stage(0, 5, 1e-3)])
+    # the paper's ramp of solver iterations, the rate stepped down from 1e-3 to 1e-5
+    schedule: list[Stage] = field(
+        default_factory=lambda: [
+            Stage(0, 5, 1e-3),
+            Stage(100, 10, 1e-3),
+            Stage(200, 15, 1e-4),
+            Stage(300, 20, 1e-4),
+            Stage(400, 20, 1e-5),
+        ]  # fmt: skip
+    )
     prior_lr_factor: float = 0.5  # Phi learns at this fraction of the solver's rate
     prior_weight: float = 0.05  # supervised: weight of each prior term |x - Phi(x)|^2
     # unsupervised: fixed l1, l2; FSGD's and the 4DVar-score's (the authors trained with 0.1, 1)
     unsup_lambdas: list[float] = field(default_factory=lambda: [0.01, 1.0])
     # supervised: the initial l1, l2 (learned jointly when learn_lambdas, else fixed)
-    sup_lambdas: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    sup_lambdas: list[float] = field(default_factory=lambda: [0.01, 1.0])
     learn_lambdas: bool = True  # supervised: l1, l2 learned jointly
     learn_ode: bool = False  # supervised RK4/Euler rows: learn the ODE parameters jointly
     pretrain_epochs: int = 20  # GENN pre-training on one-step prediction
@@ -370,7 +379,7 @@ class FsgdConfig:
 class LbfgsConfig:
     """Weak-constraint 4D-Var by L-BFGS: the same cost as FSGD (true RK4 prior, FSGD's weights)."""
 
-    n_iter: int = 500
+    n_iter: int = 1000
     history: int = 20
     batch_size: int = 2000
 
@@ -385,7 +394,7 @@ class EnksConfig:
 
     members: int = 50
     inflation: float = 1.02  # multiplicative inflation of the forecast anomalies
-    lag: int | None = None  # smoother lag in steps; None: the whole window
+    lag: int | None = 80  # smoother lag in steps; None: the whole window
     batch_size: int = 500
     seed: int = 0  # draws of the initial ensembles (from the training climatology)
 
@@ -418,7 +427,7 @@ class EvalConfig:
 
     n_iter: int = 20
     score_lambdas: list[float] = field(default_factory=lambda: [0.01, 1.0])
-    batch_size: int = 500
+    batch_size: int = 1000
     fsgd: FsgdConfig = field(default_factory=FsgdConfig)
     lbfgs: LbfgsConfig = field(default_factory=LbfgsConfig)
     enks: EnksConfig = field(default_factory=EnksConfig)
