@@ -157,7 +157,7 @@ def plan_warning(
             f"{format_hours(est.gpu_hours)}).",
             "  Alternatives:",
             "    --config preset=quick              every table and figure on small data, "
-            "minutes on a CPU",
+            "about 7 min on 2 cores (reference/quick/run-info.txt)",
             "    a machine with a CUDA GPU          (device: auto uses it)",
             "    --workflow-profile profiles/slurm  the jobs on a SLURM cluster's GPU nodes",
             "  Ctrl-C stops the run; finished jobs are kept. (Estimate: fourdvarnet.plan, from "
@@ -187,9 +187,9 @@ def unnamed_preset_stop(
             f"  {estimate}",
             "  Name a preset to run:",
             "    snakemake --config preset=quick   every table and figure on small data "
-            "(about 15 min on 2 cores)",
+            "(about 7 min on 2 cores, reference/quick/run-info.txt)",
             "    snakemake --config preset=cpu     Table 1 and Figures 2-3 at the paper's L63 "
-            "size (about 2 h on 2 cores)",
+            "size (about 85 min on 2 cores, reference/cpu/run-info.txt)",
             f"    snakemake --config preset={name}   this run, as asked",
         ]
     )
