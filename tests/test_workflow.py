@@ -396,28 +396,16 @@ def test_snakemake_killed_with_sigkill_takes_its_jobs_and_reruns_only_the_unfini
     assert ckpt["experiment"]["solver"] == "lstm" and "train_record" in ckpt
 
 
-def with_ci_outputs(dest: Path) -> Path:
-    """A copy of the repository holding this checkout's ci run (results/ci, results/table*.csv,
-    figures/), so that reports and reruns start from finished results without running them."""
-    tables = [REPO / "results" / f"{t}.csv" for t in ("table1", "table2")]
-    if not (REPO / "results/ci").is_dir() or not all(t.is_file() for t in tables):
-        pytest.skip("no ci run in this checkout: run `snakemake --config preset=ci` first")
-    if any(set(pd.read_csv(t)["preset"]) != {"ci"} for t in tables):
-        pytest.skip("results/table*.csv hold another preset than ci")
-    work = copy_repo(dest)
-    shutil.copytree(REPO / "results/ci", work / "results/ci")
-    for t in tables:
-        shutil.copy2(t, work / "results" / t.name)
-    shutil.copytree(REPO / "figures", work / "figures", dirs_exist_ok=True)
-    # Scripts edited since that run would rerun its jobs ('Code has changed'): date them before.
-    oldest = min(f.stat().st_mtime for f in (work / "results").rglob("*") if f.is_file())
-    for script in (work / "workflow" / "scripts").iterdir():
-        os.utime(script, (oldest - 60, oldest - 60))
-    return work
+def with_ci_outputs(dest: Path, ci_run) -> Path:
+    """A copy of the module's ci run (the repository with results/ci, results/table*.csv,
+    figures/ and Snakemake's records), so that reports and reruns start from finished results."""
+    work, _ = ci_run
+    shutil.copytree(work, dest, symlinks=True, dirs_exist_ok=True)
+    return dest
 
 
-def test_a_report_for_another_preset_than_the_tables_is_refused(tmp_path):
-    work = with_ci_outputs(tmp_path)
+def test_a_report_for_another_preset_than_the_tables_is_refused(tmp_path, ci_run):
+    work = with_ci_outputs(tmp_path, ci_run)
     proc = snakemake(work, "--config", "preset=quick", "--report", "r.html", check=False)
     assert proc.returncode != 0
     for table in ("table1", "table2"):
@@ -430,11 +418,11 @@ def test_a_report_for_another_preset_than_the_tables_is_refused(tmp_path):
     assert "table1" in (work / "r.html").read_text(errors="replace")
 
 
-def test_a_truncated_input_is_one_message_whose_command_rebuilds_it(tmp_path):
+def test_a_truncated_input_is_one_message_whose_command_rebuilds_it(tmp_path, ci_run):
     import re
     import shlex
 
-    work = with_ci_outputs(tmp_path)
+    work = with_ci_outputs(tmp_path, ci_run)
     data = work / "results/ci/data/l63_test.nc"
     blob = data.read_bytes()
     data.write_bytes(blob[: len(blob) // 2])
