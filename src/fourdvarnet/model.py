@@ -85,6 +85,16 @@ def build_model(
     return FourDVarNet(cost, solver, fill)
 
 
+def save_atomic(obj, path: str | Path) -> None:
+    """``torch.save`` to ``path`` through ``<path>.part``, renamed when complete: a killed job
+    leaves no file that looks complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 def save_checkpoint(
     path: str | Path,
     model: FourDVarNet,
@@ -94,8 +104,6 @@ def save_checkpoint(
     extra: dict,
 ) -> None:
     """Write weights, configuration and metrics atomically: the file appears only when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ckpt = {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "experiment": as_dict(exp),
@@ -111,9 +119,7 @@ def save_checkpoint(
         "package_version": __version__,
         **extra,
     }
-    tmp = path.with_name(path.name + ".part")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    save_atomic(ckpt, path)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[FourDVarNet, dict]:

@@ -29,7 +29,7 @@ from .config import (
 from .data import Normalizer, load_split, make_splits, write_netcdf
 from .enks import EnKSSolver
 from .evaluate import evaluate
-from .model import build_model, load_checkpoint, save_checkpoint
+from .model import build_model, load_checkpoint, save_atomic, save_checkpoint
 from .posterior import PosteriorMeanSolver
 from .priors import build_prior
 from .training import pick_device, pretrain_prior, seed_everything, train
@@ -243,12 +243,10 @@ def pretrain_genn(
     gen = torch.Generator().manual_seed(seed)
     x = train_set.to(device).x
     history = pretrain_prior(prior, x, tcfg.pretrain_epochs, tcfg.pretrain_lr, tcfg.batch_size, gen)
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{output}.part")
     state = {k: v.detach().cpu() for k, v in prior.state_dict().items()}
-    genn = dataclasses.asdict(mcfg.genn)
-    torch.save({"state_dict": state, "genn": genn, "history": history}, tmp)
-    os.replace(tmp, output)
+    save_atomic(
+        {"state_dict": state, "genn": dataclasses.asdict(mcfg.genn), "history": history}, output
+    )
     log.info("wrote %s", output)
     return history
 

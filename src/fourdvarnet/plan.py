@@ -123,19 +123,15 @@ def format_hours(hours: float) -> str:
     return f"{hours / 24:.0f} days"
 
 
-def plan_warning(
+def long_cpu_training(
     cfg: dict,
     cuda_available: bool | None = None,
     jobs: Iterable[tuple[str, str]] | None = None,
-    cores: int | None = None,
     threshold_hours: float = WARN_HOURS,
-) -> str | None:
-    """The warning for a local run that would train for long on the CPU, or None.
-
-    ``cuda_available`` defaults to ``torch.cuda.is_available()``; ``cores`` (the run's
-    ``--cores``) only refines the wall-time figure. No warning with CUDA, below
-    ``threshold_hours`` of CPU training, or with no training job.
-    """
+) -> TrainingEstimate | None:
+    """The estimate of a run that would train for long on the CPU, or None: no training job,
+    at most ``threshold_hours`` of CPU training, or CUDA (``cuda_available`` defaults to
+    ``torch.cuda.is_available()``)."""
     est = estimate_training(cfg, jobs)
     if est.jobs == 0 or est.cpu_hours <= threshold_hours:
         return None
@@ -143,18 +139,37 @@ def plan_warning(
         import torch
 
         cuda_available = torch.cuda.is_available()
-    if cuda_available:
-        return None
+    return None if cuda_available else est
+
+
+def estimate_line(est: TrainingEstimate, cores: int | None = None) -> str:
+    """The estimate in one line; ``cores`` (the run's ``--cores``) refines the wall time."""
     wall = est.longest_cpu_hours
     if cores:
         wall = max(wall, est.cpu_hours / max(1, min(cores, est.jobs)))
+    return (
+        f"Estimated training: {format_hours(est.cpu_hours)} of CPU time, at least "
+        f"{format_hours(wall)} of wall time (on one GPU: about {format_hours(est.gpu_hours)})."
+    )
+
+
+def plan_warning(
+    cfg: dict,
+    cuda_available: bool | None = None,
+    jobs: Iterable[tuple[str, str]] | None = None,
+    cores: int | None = None,
+    threshold_hours: float = WARN_HOURS,
+) -> str | None:
+    """The warning for a local run that would train for long on the CPU
+    (``long_cpu_training``), or None."""
+    est = long_cpu_training(cfg, cuda_available, jobs, threshold_hours)
+    if est is None:
+        return None
     return "\n".join(
         [
             f"WARNING (plan check): the {est.preset!r} preset will train {est.jobs} job(s) on "
             "the CPU: no CUDA device is visible (torch.cuda.is_available() is False).",
-            f"  Estimated training: {format_hours(est.cpu_hours)} of CPU time, at least "
-            f"{format_hours(wall)} of wall time (on one GPU: about "
-            f"{format_hours(est.gpu_hours)}).",
+            f"  {estimate_line(est, cores)}",
             "  Alternatives:",
             "    --config preset=quick              every table and figure on small data, "
             "about 7 min on 2 cores (reference/quick/run-info.txt)",
@@ -173,24 +188,22 @@ def unnamed_preset_stop(
     cores: int | None = None,
 ) -> str | None:
     """The message that stops a local run whose preset was not named (the default, ``paper``)
-    and that would train for long on the CPU (as ``plan_warning`` judges it), or None. Naming
-    the preset (``--config preset=...``) runs it, with the warning."""
-    warning = plan_warning(cfg, cuda_available, jobs, cores)
-    if warning is None:
+    and that would train for long on the CPU (``long_cpu_training``), or None. Naming the preset
+    (``--config preset=...``) runs it, with the warning."""
+    est = long_cpu_training(cfg, cuda_available, jobs)
+    if est is None:
         return None
-    name = cfg.get("preset", "paper")
-    estimate = warning.splitlines()[1].strip()
     return "\n".join(
         [
             f"STOPPED before any job (plan check): no preset was named, and the default "
-            f"{name!r} preset would train on this CPU (no CUDA device is visible).",
-            f"  {estimate}",
+            f"{est.preset!r} preset would train on this CPU (no CUDA device is visible).",
+            f"  {estimate_line(est, cores)}",
             "  Name a preset to run:",
             "    snakemake --config preset=quick   every table and figure on small data "
             "(about 7 min on 2 cores, reference/quick/run-info.txt)",
             "    snakemake --config preset=cpu     Table 1 and Figures 2-3 at the paper's L63 "
             "size (about 85 min on 2 cores, reference/cpu/run-info.txt)",
-            f"    snakemake --config preset={name}   this run, as asked",
+            f"    snakemake --config preset={est.preset}   this run, as asked",
         ]
     )
 

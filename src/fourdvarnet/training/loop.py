@@ -142,8 +142,9 @@ def validate(
 def solver_iterations(cfg: TrainConfig, n_train: int) -> int:
     """Solver iterations on a batch over a whole training (steps x the schedule's ``n_iter``),
     the size of the job by which ``cpu_fast: auto`` decides (``fast_cpu.MIN_ITERATIONS``)."""
-    steps = max(n_train // cfg.batch_size, 1)  # equal-size batches (drop_last)
-    return steps * sum(stage_at(cfg, epoch).n_iter for epoch in range(cfg.epochs))
+    return steps_per_epoch(n_train, cfg.batch_size) * sum(
+        stage_at(cfg, epoch).n_iter for epoch in range(cfg.epochs)
+    )
 
 
 def flattened(metrics: list[float], tol: float) -> bool:
