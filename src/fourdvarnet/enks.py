@@ -169,6 +169,28 @@ def ensemble_smoother(
     smaller rough cost estimate (``product`` for the usual ensembles of up to a few hundred
     members, ``direct`` for a lag or for ensembles much larger than the state).
     """
+    _check_smoother_args(y, mask, members, inflation, obs_var, lag, method)
+    n_batch, n_comp, n_time = y.shape
+    observed = mask > 0
+    window_observed = observed.any(dim=1)  # (B, T)
+    # one host sync: the times where some window has an observation
+    analysis_times = set(torch.nonzero(window_observed.any(dim=0)).flatten().tolist())
+    horizon = n_time if lag is None else min(lag, n_time)
+    if method == "auto":
+        method = _cheaper_method(lag, len(analysis_times), members, n_comp, n_time, horizon)
+    ens = _first_members(init, mean0, cov0, n_batch, members, n_comp, generator, y.device)
+    obs = _observation_terms(y, observed, window_observed, obs_var, inflation)
+    with torch.no_grad():
+        traj, transforms = _filter(ens, step, obs, analysis_times, method, horizon)
+        if method == "product":
+            _smooth_by_products(traj, transforms)
+    mean = traj.mean(dim=1)
+    var = traj.var(dim=1, unbiased=True)
+    return mean.to(y.dtype), var.to(y.dtype)
+
+
+def _check_smoother_args(y, mask, members, inflation, obs_var, lag, method) -> None:
+    """Raise ``ValueError`` on arguments ``ensemble_smoother`` cannot work with."""
     if members < 2:
         raise ValueError(f"the ensemble needs at least 2 members, got {members}")
     if not inflation > 0:
@@ -181,59 +203,86 @@ def ensemble_smoother(
         raise ValueError(f"y and mask must share a (B, C, T) shape, got {y.shape}, {mask.shape}")
     if method not in ("auto", "direct", "product"):
         raise ValueError(f"unknown method {method!r}; expected auto, direct or product")
-    n_batch, n_comp, n_time = y.shape
     if method == "product" and lag is not None:
         raise ValueError("method='product' is the whole-window smoother: it needs lag=None")
-    observed = mask > 0
-    window_observed = observed.any(dim=1)  # (B, T)
-    # one host sync: the times where some window has an observation
-    analysis_times = set(torch.nonzero(window_observed.any(dim=0)).flatten().tolist())
-    horizon = n_time if lag is None else min(lag, n_time)
-    if method == "auto":  # rough costs of the two ways to update the past states
-        n_a, c_eff = len(analysis_times), max(n_comp, 16)  # tiny matmuls run far below peak
-        direct = n_a * members * c_eff**2 * horizon
-        product = n_a * members**3 + members**2 * n_comp * n_time
-        method = "product" if lag is None and product < direct else "direct"
-    device, f64 = y.device, torch.float64
+
+
+def _cheaper_method(lag, n_analyses, members, n_comp, n_time, horizon) -> str:
+    """``"product"`` or ``"direct"``, whichever has the smaller rough cost of updating the past
+    states (``"direct"`` when there is a lag)."""
+    c_eff = max(n_comp, 16)  # tiny matmuls run far below peak
+    direct = n_analyses * members * c_eff**2 * horizon
+    product = n_analyses * members**3 + members**2 * n_comp * n_time
+    return "product" if lag is None and product < direct else "direct"
+
+
+def _first_members(init, mean0, cov0, n_batch, members, n_comp, generator, device):
+    """The initial ensemble ``(B, M, C)`` in float64: ``init``, or drawn from the climatology."""
     if init is None:
-        ens = initial_ensemble(mean0, cov0, n_batch, members, generator, device)
-    else:
-        ens = init.to(device=device, dtype=f64)
-        if ens.shape != (n_batch, members, n_comp):
-            raise ValueError(f"init must have shape {(n_batch, members, n_comp)}, got {ens.shape}")
-    weight = observed.to(f64) / float(obs_var)  # diagonal of R^-1, zero where unobserved
+        return initial_ensemble(mean0, cov0, n_batch, members, generator, device)
+    ens = init.to(device=device, dtype=torch.float64)
+    if ens.shape != (n_batch, members, n_comp):
+        raise ValueError(f"init must have shape {(n_batch, members, n_comp)}, got {ens.shape}")
+    return ens
+
+
+def _observation_terms(y, observed, window_observed, obs_var, inflation):
+    """Per window, component and time, in float64: the observations (zero where unobserved),
+    the mask, the diagonal of ``R^-1`` (zero where unobserved); and the inflation factor per
+    window and time (1 where the window has no observation)."""
+    device, f64 = y.device, torch.float64
+    weight = observed.to(f64) / float(obs_var)
     yy = torch.where(observed, y.to(f64), torch.zeros((), dtype=f64, device=device))
     one = torch.ones((), dtype=f64, device=device)
-    infl = torch.where(window_observed, float(inflation) * one, one)  # no inflation without obs
+    infl = torch.where(window_observed, float(inflation) * one, one)
+    return yy, observed, weight, infl
 
+
+def _analysis(ens, y_t, observed_t, weight_t, infl_t):
+    """The ETKF analysis of the members ``ens`` ``(B, M, C)`` at one time; the analysis members
+    and the transform."""
+    mean = ens.mean(dim=1, keepdim=True)
+    anom = (ens - mean) * infl_t[:, None, None]
+    innov = (y_t - mean.squeeze(1)) * observed_t
+    T = etkf_transform(anom, innov, weight_t)
+    return mean + T.apply(anom), T
+
+
+def _filter(ens, step, obs, analysis_times, method, horizon):
+    """The forward pass: forecasts and analyses over the window, from the members ``ens``, of
+    the observations ``obs`` (``_observation_terms``).
+
+    Returns the members at every time ``(B, M, C, T)`` and, for ``method == "product"``, the
+    member transforms of the analyses by time; otherwise each analysis has already updated the
+    stored members of the past ``horizon`` steps (the members are the smoothed ones).
+    """
+    yy, observed, weight, infl = obs
+    n_batch, members, n_comp = ens.shape
+    n_time = yy.shape[-1]
     traj = ens.new_empty((n_batch, members, n_comp, n_time))
     transforms: dict[int, torch.Tensor] = {}
-    with torch.no_grad():
-        for t in range(n_time):
-            if t > 0:
-                ens = step(ens.reshape(-1, n_comp)).reshape(n_batch, members, n_comp)
-            if t in analysis_times:
-                mean = ens.mean(dim=1, keepdim=True)
-                anom = (ens - mean) * infl[:, t, None, None]
-                innov = (yy[..., t] - mean.squeeze(1)) * observed[..., t]
-                T = etkf_transform(anom, innov, weight[..., t])
-                ens = mean + T.apply(anom)
-                if method == "product":
-                    transforms[t] = member_transform(T)
-                elif horizon > 0 and t > 0:
-                    lo = max(0, t - horizon)
-                    traj[..., lo:t] = apply_transform(traj[..., lo:t], T)
-            traj[..., t] = ens
-        if method == "product":  # smoothed members at s: filtered ones times all later transforms
-            acc = None
-            for t in range(n_time - 1, -1, -1):
-                if acc is not None:
-                    traj[..., t] = torch.einsum("bkc,bkm->bmc", traj[..., t], acc)
-                if t in transforms:
-                    acc = transforms[t] if acc is None else transforms[t] @ acc
-    mean = traj.mean(dim=1)
-    var = traj.var(dim=1, unbiased=True)
-    return mean.to(y.dtype), var.to(y.dtype)
+    for t in range(n_time):
+        if t > 0:
+            ens = step(ens.reshape(-1, n_comp)).reshape(n_batch, members, n_comp)
+        if t in analysis_times:
+            ens, T = _analysis(ens, yy[..., t], observed[..., t], weight[..., t], infl[:, t])
+            if method == "product":
+                transforms[t] = member_transform(T)
+            elif horizon > 0 and t > 0:
+                lo = max(0, t - horizon)
+                traj[..., lo:t] = apply_transform(traj[..., lo:t], T)
+        traj[..., t] = ens
+    return traj, transforms
+
+
+def _smooth_by_products(traj, transforms: dict[int, torch.Tensor]) -> None:
+    """Smoothed members, in place: the filtered ones at each time times all later transforms."""
+    acc = None
+    for t in range(traj.shape[-1] - 1, -1, -1):
+        if acc is not None:
+            traj[..., t] = torch.einsum("bkc,bkm->bmc", traj[..., t], acc)
+        if t in transforms:
+            acc = transforms[t] if acc is None else transforms[t] @ acc
 
 
 class EnKSSolver(nn.Module):

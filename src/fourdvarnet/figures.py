@@ -203,50 +203,62 @@ def fig3(evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "", n_
     for j, s in enumerate(idx):
         for c in range(n_comp):
             ax = axes[c, j]
-            ax.plot(t, ref["x"].values[s, :, c], "k-", lw=1.6, label="truth")
-            for label, ds in dsets.items():
-                mean = ds["x_hat"].values[s, :, c]
-                if "x_std" in ds:
-                    band = 2 * ds["x_std"].values[s, :, c]
-                    ax.fill_between(
-                        t,
-                        mean - band,
-                        mean + band,
-                        color=styles[label]["color"],
-                        alpha=0.25,
-                        lw=0,
-                        label=f"{label} ± 2 std",
-                    )
-                ax.plot(t, mean, lw=1.4, label=label, **styles[label])
-            obs = ref["mask"].values[s, :, c] > 0
-            if obs.any():  # on top of the curves
-                ax.plot(
-                    t[obs],
-                    ref["y"].values[s, obs, c],
-                    "o",
-                    color="tab:blue",
-                    ms=4,
-                    mec="white",
-                    mew=0.5,
-                    zorder=5,
-                    label="noisy observations",
-                )
-            ax.grid(True, alpha=0.3)
+            _draw_example(ax, t, ref, dsets, styles, s, c)
             if j == 0:
                 ax.set_ylabel(f"$x_{c + 1}$ (model units)")
             if c == 0:
                 ax.set_title(f"test sequence {s}")
             if c == n_comp - 1:
                 ax.set_xlabel(TIME_LABEL)
-    entries = {}  # every row's legend entries, truth and observations first
+    _examples_legend(fig, axes, dsets)
+    _title(fig, "Figure 3 – Lorenz-63 reconstruction examples", preset, dsets)
+    _save(fig, out_pdf, out_png)
+    return fig
+
+
+def _draw_example(ax, t, ref, dsets, styles, s, c) -> None:
+    """Component ``c`` of test sequence ``s``: the truth, each row's reconstruction (with its
+    band of plus/minus two posterior standard deviations when the file holds ``x_std``) and
+    the noisy observations on top."""
+    ax.plot(t, ref["x"].values[s, :, c], "k-", lw=1.6, label="truth")
+    for label, ds in dsets.items():
+        mean = ds["x_hat"].values[s, :, c]
+        if "x_std" in ds:
+            band = 2 * ds["x_std"].values[s, :, c]
+            ax.fill_between(
+                t,
+                mean - band,
+                mean + band,
+                color=styles[label]["color"],
+                alpha=0.25,
+                lw=0,
+                label=f"{label} ± 2 std",
+            )
+        ax.plot(t, mean, lw=1.4, label=label, **styles[label])
+    obs = ref["mask"].values[s, :, c] > 0
+    if obs.any():  # on top of the curves
+        ax.plot(
+            t[obs],
+            ref["y"].values[s, obs, c],
+            "o",
+            color="tab:blue",
+            ms=4,
+            mec="white",
+            mew=0.5,
+            zorder=5,
+            label="noisy observations",
+        )
+    ax.grid(True, alpha=0.3)
+
+
+def _examples_legend(fig, axes, dsets) -> None:
+    """One legend of every panel's entries: truth and observations first, then the rows."""
+    entries = {}
     for ax in axes.flat:
         entries.update(zip(*ax.get_legend_handles_labels()[::-1], strict=True))
     order = ["truth", "noisy observations", *dsets, *(f"{k} ± 2 std" for k in dsets)]
     labels = [k for k in order if k in entries]
     fig.legend([entries[k] for k in labels], labels, loc="outside lower center", ncol=len(labels))
-    _title(fig, "Figure 3 – Lorenz-63 reconstruction examples", preset, dsets)
-    _save(fig, out_pdf, out_png)
-    return fig
 
 
 def _hovmoeller(ax, field, t, **kw):
@@ -275,24 +287,36 @@ def fig4(evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "") ->
     s = ref.sizes["sample"] // 2
     t = ref["time"].values
     truth = ref["x"].values[s]
-    obs = np.where(ref["mask"].values[s] > 0, ref["y"].values[s], np.nan)
     half = slice(0, max(1, len(t) // 2))
-    n_comp = ref.sizes["component"]
-    vmin, vmax = np.nanmin(truth), np.nanmax(truth)
-    state_kw = {"cmap": "viridis", "vmin": vmin, "vmax": vmax}
+    state_kw = {"cmap": "viridis", "vmin": np.nanmin(truth), "vmax": np.nanmax(truth)}
     errors = {k: np.abs(ds["x_hat"].values[s] - truth)[half] for k, ds in dsets.items()}
-    err_kw = {
-        "cmap": "magma",
-        "vmin": 0.0,
-        "vmax": max(max(e.max() for e in errors.values()), 1e-6),
-    }
-
-    n = len(dsets)
-    fig = plt.figure(figsize=(max(15, 3.9 * n + 1), 10.5), layout="constrained")
+    err_max = max(max(e.max() for e in errors.values()), 1e-6)
+    err_kw = {"cmap": "magma", "vmin": 0.0, "vmax": err_max}
+    fig = plt.figure(figsize=(max(15, 3.9 * len(dsets) + 1), 10.5), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.1])
     left, centre, right = top.subfigures(1, 3, width_ratios=[1.25, 1, 1])
-    ax_x, ax_y = left.subplots(2, 1, sharex=True)
-    im = _hovmoeller(ax_x, truth, t, **state_kw)
+    _truth_and_observations(left, ref, s, half, state_kw)
+    ax_r = centre.subplots()
+    _pathway(ax_r, dsets, styles, "pathway_r_score", "R-score (MSE, model units²)")
+    ax_r.set_title("energy pathways")
+    ax_r.legend(fontsize=8, title="rows (also in the error pdfs)", title_fontsize=8)
+    ax_e = right.subplots()
+    _error_pdf(ax_e, dsets, styles)
+    ax_e.set_xlabel("reconstruction error, all components (model units)")
+    ax_e.set_title("error pdfs")
+    _reconstruction_maps(bottom, dsets, errors, s, t[half], half, state_kw, err_kw)
+    _title(fig, "Figure 4 – Lorenz-96", preset, dsets)
+    _save(fig, out_pdf, out_png)
+
+
+def _truth_and_observations(subfig, ref, s, half, state_kw) -> None:
+    """Hovmoeller maps of the true state of test sequence ``s`` (the end of the slice ``half``
+    marked) and of its noisy observations (white where unobserved), with a colour bar."""
+    t = ref["time"].values
+    n_comp = ref.sizes["component"]
+    obs = np.where(ref["mask"].values[s] > 0, ref["y"].values[s], np.nan)
+    ax_x, ax_y = subfig.subplots(2, 1, sharex=True)
+    im = _hovmoeller(ax_x, ref["x"].values[s], t, **state_kw)
     _hovmoeller(ax_y, obs, t, **state_kw)
     t_half = t[half][-1] + (t[1] - t[0] if len(t) > 1 else 0) / 2  # edge of the last column
     ax_x.axvline(t_half, color="w", ls="--", lw=1.2)
@@ -302,29 +326,24 @@ def fig4(evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "") ->
     for ax in (ax_x, ax_y):
         ax.set_ylabel(f"component (1–{n_comp})")
     ax_y.set_xlabel(TIME_LABEL)
-    left.colorbar(im, ax=[ax_x, ax_y], label="state (model units)")
-    ax_r = centre.subplots()
-    _pathway(ax_r, dsets, styles, "pathway_r_score", "R-score (MSE, model units²)")
-    ax_r.set_title("energy pathways")
-    ax_r.legend(fontsize=8, title="rows (also in the error pdfs)", title_fontsize=8)
-    ax_e = right.subplots()
-    _error_pdf(ax_e, dsets, styles)
-    ax_e.set_xlabel("reconstruction error, all components (model units)")
-    ax_e.set_title("error pdfs")
+    subfig.colorbar(im, ax=[ax_x, ax_y], label="state (model units)")
 
-    axes = bottom.subplots(2, n, sharex=True, sharey=True, squeeze=False)
+
+def _reconstruction_maps(subfig, dsets, errors, s, t_half, half, state_kw, err_kw) -> None:
+    """Hovmoeller maps of each row's reconstruction of the slice ``half`` (times ``t_half``) of
+    test sequence ``s`` (top) and of its absolute error ``errors[row]`` (bottom)."""
+    n_comp = next(iter(dsets.values())).sizes["component"]
+    axes = subfig.subplots(2, len(dsets), sharex=True, sharey=True, squeeze=False)
     for j, (label, ds) in enumerate(dsets.items()):
-        im_s = _hovmoeller(axes[0, j], ds["x_hat"].values[s][half], t[half], **state_kw)
-        im_e = _hovmoeller(axes[1, j], errors[label], t[half], **err_kw)
+        im_s = _hovmoeller(axes[0, j], ds["x_hat"].values[s][half], t_half, **state_kw)
+        im_e = _hovmoeller(axes[1, j], errors[label], t_half, **err_kw)
         axes[0, j].set_title(label, fontsize=10)
         axes[1, j].set_xlabel(TIME_LABEL)
     axes[0, 0].set_ylabel(f"component (1–{n_comp})\nreconstruction")
     axes[1, 0].set_ylabel(f"component (1–{n_comp})\nabsolute error")
-    bottom.colorbar(im_s, ax=axes[0, :], label="state (model units)")
-    bottom.colorbar(im_e, ax=axes[1, :], label="|error| (model units)")
-    bottom.suptitle(f"first half of test sequence {s}: reconstructions and absolute errors")
-    _title(fig, "Figure 4 – Lorenz-96", preset, dsets)
-    _save(fig, out_pdf, out_png)
+    subfig.colorbar(im_s, ax=axes[0, :], label="state (model units)")
+    subfig.colorbar(im_e, ax=axes[1, :], label="|error| (model units)")
+    subfig.suptitle(f"first half of test sequence {s}: reconstructions and absolute errors")
 
 
 def _curve(record: dict):

@@ -11,6 +11,8 @@ The modules, each importing only those above it:
 * ``bank``: the prior as a bank of true trajectories (``make_bank``);
 * ``index``: the grid index of the bank's candidates (``build_index``, ``BankIndex``,
   ``observed_entries``) and the lower bounds of the RSS it gives;
+* ``screen``: the screening of the index's cells for a batch of windows, with the exact RSS
+  of the candidates looked at;
 * ``accumulate``: the weighted sums of the kept segments and the result fields;
 * ``estimator``: the importance-sampling posterior moments, pruned or brute force
   (``posterior_mean``);

@@ -85,47 +85,73 @@ def _accumulate(index: BankIndex, rows, cand, w, nb, piece):
     ``index.moments``) are gathered once, a *slab*, and ``sum_j w_j slab[j:j + window]`` is a
     batched product over ``j`` on a strided (Hankel) view of a block of slabs, in float64.
     """
-    bank = index.moments  # (M, L, 2C): x - centre, (x - centre)^2
-    window, starts = index.window, index.starts
-    dev = bank.device
-    n_mem, length, width = bank.shape
-    piece = max(1, min(int(piece), starts))
-    key, order = torch.sort(rows * (n_mem * starts) + cand)
+    n_mem, _, width = index.moments.shape  # (M, L, 2C): x - centre, (x - centre)^2
+    piece = max(1, min(int(piece), index.starts))
+    key, order = torch.sort(rows * (n_mem * index.starts) + cand)
     rows, cand, w = rows[order], cand[order], w[order]
-    n = key.numel()
-    m, s = cand // starts, cand % starts
-    pos = torch.arange(n, device=dev)
-    new_run = torch.ones(n, dtype=torch.bool, device=dev)
-    new_run[1:] = (key[1:] != key[:-1] + 1) | (s[1:] == 0)
-    run_first = torch.where(new_run, pos, 0).cummax(0).values
-    new_piece = new_run | ((pos - run_first) % piece == 0)
-    piece_id = new_piece.cumsum(0) - 1
-    first = new_piece.nonzero().flatten()
-    p_s0 = s[first].clamp(max=starts - piece)  # slabs stay inside the member
-    p_row, p_m = rows[first], m[first]
-    weights = torch.zeros(first.numel(), piece, dtype=bank.dtype, device=dev)
-    weights[piece_id, s - p_s0[piece_id]] = w.to(bank.dtype)
-    p_q = p_m * length + p_s0
+    bounds, p_len, p_q, weights = _pieces(index, key, rows, cand, w, nb, piece)
 
-    half = (m >= n_mem // 2).long()
-    w_half = torch.zeros(2, nb, dtype=torch.float64, device=dev)
+    half = (cand // index.starts >= n_mem // 2).long()
+    w_half = torch.zeros(2, nb, dtype=torch.float64, device=index.moments.device)
     w2_half = torch.zeros_like(w_half)
     w_half.index_put_((half, rows), w, accumulate=True)
     w2_half.index_put_((half, rows), w * w, accumulate=True)
     n_kept = torch.bincount(rows, minlength=nb)
 
-    # pieces by (window, half), the longest first; a block's products stop at its longest piece
+    sums = _hankel_sums(index.moments, index.window, nb, piece, bounds, p_len, p_q, weights)
+    c = width // 2
+    return {"w": w_half, "w2": w2_half, "s1": sums[:, :, :c], "s2": sums[:, :, c:]}, n_kept
+
+
+def _piece_ids(key, s, piece):
+    """Each sorted candidate's piece number, and the positions of the pieces' first ones.
+
+    A run is a sequence of consecutive starts ``s`` of one member for one window (``key``
+    increasing by 1, not crossing a member's start 0); runs are cut every ``piece`` starts.
+    """
+    n = key.numel()
+    pos = torch.arange(n, device=key.device)
+    new_run = torch.ones(n, dtype=torch.bool, device=key.device)
+    new_run[1:] = (key[1:] != key[:-1] + 1) | (s[1:] == 0)
+    run_first = torch.where(new_run, pos, 0).cummax(0).values
+    new_piece = new_run | ((pos - run_first) % piece == 0)
+    return new_piece.cumsum(0) - 1, new_piece.nonzero().flatten()
+
+
+def _pieces(index: BankIndex, key, rows, cand, w, nb, piece):
+    """The pieces of the sorted candidates, by (window, half), the longest first.
+
+    Returns the bounds of each (window, half) group ``g = 2 b + h`` (pieces ``bounds[g]`` to
+    ``bounds[g + 1]``), the pieces' lengths (a list), their first rows in the flattened bank
+    (``m L + s0``) and their weights ``(P, piece)`` (weight of start ``s0 + j`` in column ``j``).
+    """
+    bank = index.moments
+    n_mem, length, _ = bank.shape
+    starts, dev = index.starts, bank.device
+    m, s = cand // starts, cand % starts
+    piece_id, first = _piece_ids(key, s, piece)
+    p_s0 = s[first].clamp(max=starts - piece)  # slabs stay inside the member
+    p_row, p_m = rows[first], m[first]
+    weights = torch.zeros(first.numel(), piece, dtype=bank.dtype, device=dev)
+    weights[piece_id, s - p_s0[piece_id]] = w.to(bank.dtype)
+    p_q = p_m * length + p_s0
+    # a block's products stop at its longest piece
     p_len = torch.zeros(first.numel(), dtype=torch.int64, device=dev)
     p_len.scatter_reduce_(0, piece_id, s - p_s0[piece_id] + 1, "amax")
     p_group = p_row * 2 + (p_m >= n_mem // 2).long()
     p_order = torch.argsort(p_group * (piece + 1) + piece - p_len)
     p_group, p_len, p_q, weights = p_group[p_order], p_len[p_order], p_q[p_order], weights[p_order]
     bounds = torch.searchsorted(p_group, torch.arange(2 * nb + 1, device=dev)).tolist()
-    p_len = p_len.tolist()
+    return bounds, p_len.tolist(), p_q, weights
 
+
+def _hankel_sums(bank, window, nb, piece, bounds, p_len, p_q, weights):
+    """Per (half, window) sums ``sum_j w_j slab[j:j + window]`` over the pieces, float64
+    ``(2, B, 2C, window)``: a batched product on a strided (Hankel) view of blocks of slabs."""
+    n_mem, length, width = bank.shape
     rowlen = (piece + window - 1) * width
     slabs = bank.reshape(-1).as_strided((n_mem * length - piece - window + 2, rowlen), (width, 1))
-    sums = torch.zeros(2, nb, window * width, dtype=torch.float64, device=dev)
+    sums = torch.zeros(2, nb, window * width, dtype=torch.float64, device=bank.device)
     block = 1024  # pieces per product
     for g in range(2 * nb):
         b, h = divmod(g, 2)
@@ -136,6 +162,4 @@ def _accumulate(index: BankIndex, rows, cand, w, nb, piece):
             # x[p, j * width:(j + window) * width] for j < lj, as one strided view
             hankel = x.as_strided((lj, p1 - p0, window * width), (width, rowlen, 1))
             sums[h, b] += torch.bmm(weights[p0:p1, :lj].T[:, None, :], hankel).sum(0)[0]
-    sums = sums.reshape(2, nb, window, width).transpose(2, 3)
-    c = width // 2
-    return {"w": w_half, "w2": w2_half, "s1": sums[:, :, :c], "s2": sums[:, :, c:]}, n_kept
+    return sums.reshape(2, nb, window, width).transpose(2, 3)

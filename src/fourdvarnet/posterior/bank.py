@@ -44,24 +44,40 @@ def make_bank(
     The same arguments give the same bank on one device; CPU and CUDA banks differ in the last
     bits after a few hundred steps (chaos), but are samples of the same law.
     """
+    _check_bank_args(members, steps, window, dt, substeps, spinup)
+    f = dynamics.tendency(system)  # first: an unknown system is a ValueError
+    p = dict(dynamics.TRUE_PARAMS[system], **(params or {}))
+    step = _stepper(f, p, dt, substeps)
+    x = _initial_states(system, p, members, seed).to(device)
+    for _ in range(round(spinup / dt)):
+        x = step(x)
+    length = steps + window - 1
+    out = torch.empty(members, length, x.shape[1], dtype=dtype, device=x.device)
+    for i in range(length):
+        out[:, i] = x
+        x = step(x)
+    if not torch.isfinite(out).all():
+        raise RuntimeError("the bank holds non-finite states: reduce dt or add substeps")
+    return out
+
+
+def _check_bank_args(members, steps, window, dt, substeps, spinup) -> None:
+    """Raise ``ValueError`` on sizes below 1, a non-positive ``dt`` or a negative spin-up."""
     if members < 1 or steps < 1 or window < 1:
         raise ValueError(
             f"members, steps and window must be >= 1, got {members}, {steps}, {window}"
         )
     if dt <= 0 or substeps < 1 or spinup < 0:
         raise ValueError(f"need dt > 0, substeps >= 1, spinup >= 0; got {dt}, {substeps}, {spinup}")
-    f = dynamics.tendency(system)
-    p = dict(dynamics.TRUE_PARAMS[system], **(params or {}))
+
+
+def _stepper(f, params: dict, dt: float, substeps: int):
+    """The map of states ``(N, C)`` one ``dt`` ahead: ``substeps`` RK4 steps of the tendency
+    ``f`` with parameters ``params``."""
 
     def tend(x):
-        return f(x, **p, axis=-1)
+        return f(x, **params, axis=-1)
 
-    n_comp = 3 if system == "l63" else 40
-    gen = torch.Generator().manual_seed(int(seed))
-    centre, std = INITIAL_STATE[system]
-    x = std * torch.randn(members, n_comp, generator=gen, dtype=torch.float64)
-    x = x + (torch.tensor(centre, dtype=torch.float64) if centre is not None else p["forcing"])
-    x = x.to(device)
     h = dt / substeps
 
     def step(x):
@@ -69,13 +85,15 @@ def make_bank(
             x = dynamics.rk4_step(tend, x, h)
         return x
 
-    for _ in range(round(spinup / dt)):
-        x = step(x)
-    length = steps + window - 1
-    out = torch.empty(members, length, n_comp, dtype=dtype, device=x.device)
-    for i in range(length):
-        out[:, i] = x
-        x = step(x)
-    if not torch.isfinite(out).all():
-        raise RuntimeError("the bank holds non-finite states: reduce dt or add substeps")
-    return out
+    return step
+
+
+def _initial_states(system: str, params: dict, members: int, seed: int) -> torch.Tensor:
+    """The members' random first states, float64 on the CPU, before the spin-up."""
+    n_comp = 3 if system == "l63" else 40
+    gen = torch.Generator().manual_seed(int(seed))
+    centre, std = INITIAL_STATE[system]
+    x = std * torch.randn(members, n_comp, generator=gen, dtype=torch.float64)
+    return x + (
+        torch.tensor(centre, dtype=torch.float64) if centre is not None else params["forcing"]
+    )

@@ -10,10 +10,10 @@ Pruning (``posterior_mean``, the default): a candidate whose log-weight is more 
 below the best one's (``RSS > RSS_best + 2 obs_var trunc``) is dropped, the best of its own
 half of the bank, so that both halves are as exact as the whole. Cells of the grid index
 (``index``) whose lower bound is beyond that are skipped without looking at their candidates,
-and the RSS of the others is computed exactly (float64). The result is the brute-force estimate
-restricted to ``{RSS <= RSS_best(half) + 2 obs_var trunc}``, exactly. The weight left out,
-relative to the weight kept, is bounded per window by ``trunc_bound``: each dropped candidate
-looked at counts ``exp(-trunc)`` (relative to the best), each skipped cell
+and the RSS of the others is computed exactly (float64; ``screen``). The result is the
+brute-force estimate restricted to ``{RSS <= RSS_best(half) + 2 obs_var trunc}``, exactly. The
+weight left out, relative to the weight kept, is bounded per window by ``trunc_bound``: each
+dropped candidate looked at counts ``exp(-trunc)`` (relative to the best), each skipped cell
 ``count * exp(-(lower bound - RSS_best) / (2 obs_var))``; it is at most
 ``M S exp(-trunc) / ESS`` in any case (``trunc = 20``: about 1e-7 for the paper's bank). The
 weighted sums over the kept segments are in ``accumulate``.
@@ -38,14 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from .accumulate import _accumulate, _empty_result, _fill, _finish, _prior_moments
-from .index import (
-    BankIndex,
-    _locality_order,
-    _lower_bounds,
-    _observed_keys,
-    build_index,
-    observed_entries,
-)
+from .index import BankIndex, _locality_order, build_index, observed_entries
+from .screen import _CellScreen, _screen_halves
 
 
 def posterior_mean(
@@ -87,6 +81,22 @@ def posterior_mean(
     weighed; ``max_loglik`` ``(B,)`` the best candidate's ``-RSS / (2 obs_var)``; and
     ``trunc_bound`` ``(B,)`` (0 for ``brute_force``).
     """
+    window = _check_inputs(y, mask, bank, obs_var, window)
+    out_device, bank = y.device, bank.contiguous()
+    y, mask, res, todo = _start(y, mask, bank, window)
+    if brute_force:
+        batches = [todo[i : i + batch_size] for i in range(0, todo.numel(), batch_size)]
+        compute = _on_windows(_brute_force, y, mask, bank, obs_var, window)
+        _run_batches(res, batches, compute, 1, todo.numel(), progress)
+    else:
+        index, todo = _index_and_order(y, mask, bank, window, todo, index)
+        compute = _on_windows(_pruned, y, mask, bank, index, obs_var, trunc, piece)
+        _run_on_threads(res, todo, compute, batch_size, workers, bank.device, progress)
+    return {k: v.to(out_device) for k, v in res.items()}
+
+
+def _check_inputs(y, mask, bank, obs_var, window) -> int:
+    """Raise ``ValueError`` on inconsistent shapes or a non-positive ``obs_var``; the window."""
     if y.dim() != 3 or y.shape != mask.shape:
         raise ValueError(
             f"y and mask must have the same shape (B, C, T), got {y.shape}, {mask.shape}"
@@ -102,26 +112,33 @@ def posterior_mean(
         raise ValueError("the bank needs at least 2 members (two halves for the Monte Carlo error)")
     if not obs_var > 0:
         raise ValueError(f"obs_var must be positive, got {obs_var}")
-    out_device = y.device
+    return window
+
+
+def _start(y, mask, bank, window):
+    """The observations (float64, zero where not observed) and the mask (bool) on the bank's
+    device, the result fields with the prior moments filled in for the windows without
+    observation, and the numbers of the others (the windows to do)."""
     dev = bank.device
-    bank = bank.contiguous()
     mask = (mask > 0).to(dev)
     y = torch.where(
         mask, y.to(dev, torch.float64), torch.zeros((), dtype=torch.float64, device=dev)
     )
-    n_win = y.shape[0]
-    res = _empty_result(n_win, y.shape[1], window, dev)
+    res = _empty_result(y.shape[0], y.shape[1], window, dev)
     observed = mask.flatten(1).any(dim=1)
     if (~observed).any():
         _fill(res, (~observed).nonzero().flatten(), _prior_moments(bank, window))
-    todo = observed.nonzero().flatten()
-    if brute_force:
-        for i0 in range(0, todo.numel(), batch_size):
-            idx = todo[i0 : i0 + batch_size]
-            _fill(res, idx, _brute_force(y[idx], mask[idx], bank, obs_var, window))
-            if progress is not None:
-                progress(min(i0 + batch_size, todo.numel()), todo.numel())
-        return {k: v.to(out_device) for k, v in res.items()}
+    return y, mask, res, observed.nonzero().flatten()
+
+
+def _on_windows(fn, y, mask, *args):
+    """The batch computation ``idx -> fn(y[idx], mask[idx], *args)`` for ``_run_batches``."""
+    return lambda idx: fn(y[idx], mask[idx], *args)
+
+
+def _index_and_order(y, mask, bank, window, todo, index: BankIndex | None):
+    """The index for the windows ``todo`` (built when ``None``, else checked to serve them), and
+    ``todo`` in an order that groups windows needing the same cells."""
     if todo.numel():
         et, ec = observed_entries(mask[todo])
         if index is None:
@@ -129,37 +146,49 @@ def posterior_mean(
         elif index.window != window or not index.serves(et, ec):
             raise ValueError("index was built for other observed entries or another window")
         todo = todo[_locality_order(y[todo], mask[todo], index)]
+    return index, todo
+
+
+def _run_on_threads(res, todo, compute, batch_size, workers, dev, progress):
+    """``_run_batches`` over batches of ``todo`` split among ``workers`` threads.
+
+    Many small tensor operations: on the CPU, one intra-op thread each (OpenMP threads only
+    spin-wait on them, badly so on a busy machine) and the batches on ``workers`` threads.
+    """
     if workers is None:
         workers = torch.get_num_threads() if dev.type == "cpu" else 1
     workers = max(1, min(int(workers), todo.numel()))
     size = max(1, min(batch_size, -(-todo.numel() // workers)))
     batches = [todo[i : i + size] for i in range(0, todo.numel(), size)]
-    done = [0]
-    lock = threading.Lock()
-
-    def run(idx):
-        part = _pruned(y[idx], mask[idx], bank, index, obs_var, trunc, piece)
-        with lock:
-            _fill(res, idx, part)
-            done[0] += idx.numel()
-            if progress is not None:
-                progress(done[0], todo.numel())
-
-    # Many small tensor operations: on the CPU, one intra-op thread each (OpenMP threads only
-    # spin-wait on them, badly so on a busy machine) and the batches on `workers` threads.
     threads = torch.get_num_threads()
     if dev.type == "cpu":
         torch.set_num_threads(1)
     try:
-        if workers == 1:
-            for idx in batches:
-                run(idx)
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(run, batches))
+        _run_batches(res, batches, compute, workers, todo.numel(), progress)
     finally:
         torch.set_num_threads(threads)
-    return {k: v.to(out_device) for k, v in res.items()}
+
+
+def _run_batches(res, batches, compute, workers, total, progress):
+    """Fill ``res`` with ``compute(idx)`` for each batch ``idx`` of window numbers, on ``workers``
+    threads; ``progress(done, total)`` after each batch."""
+    done = [0]
+    lock = threading.Lock()
+
+    def run(idx):
+        part = compute(idx)
+        with lock:
+            _fill(res, idx, part)
+            done[0] += idx.numel()
+            if progress is not None:
+                progress(done[0], total)
+
+    if workers == 1:
+        for idx in batches:
+            run(idx)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, batches))
 
 
 def _brute_force(y, mask, bank, obs_var, window):
@@ -203,84 +232,24 @@ def _pruned(y, mask, bank, index: BankIndex, obs_var, trunc, piece):
     Each half of the bank keeps its candidates within ``trunc`` (log-weight) of its own best,
     so that the two halves' estimates are as exact as the whole one.
     """
-    dev = bank.device
-    nb = y.shape[0]
     two_r = 2.0 * obs_var
     span = two_r * trunc  # RSS above the best beyond which a candidate is dropped
     extra = two_r * 5.0  # screening margin, so that the worse half's best is usually covered
-    y_u, m_u = _observed_keys(y, mask, index)
-    base = (m_u * y_u**2).sum(1)
-    lhs = torch.cat([m_u * y_u, m_u], 1)  # RSS = base + lhs @ [-2 K, K^2]^T
-    lb = _lower_bounds(y_u, m_u, index)
-    lb -= 1e-9 * (base[:, None] + 1.0)  # rounding of the bound against the exact RSS
-    ptr = index.ptr.tolist()
-    counts = index.counts.to(torch.float64)
+    cells = _CellScreen(y, mask, index, two_r)
     half_of = index.order // index.starts >= index.moments.shape[0] // 2  # per sorted position
-
-    def cell_rss(k, rows):
-        keys = index.keys[ptr[k] : ptr[k + 1]].to(torch.float64)
-        rhs = torch.cat([-2.0 * keys, keys * keys], 1)
-        return torch.addmm(base[rows, None], lhs[rows], rhs.T)
-
-    def by_cell(pairs):  # (k, b) pairs sorted by k -> [(k, rows)]
-        ks, n_pairs = torch.unique_consecutive(pairs[:, 0], return_counts=True)
-        return zip(ks.tolist(), torch.split(pairs[:, 1], n_pairs.tolist()))
-
-    def screen(sel, thr):
-        """Candidates of windows ``sel`` with RSS <= ``thr``; the weight of the others,
-        relative to exp(-thr / 2 obs_var): per skipped cell ``count exp(-(lb - thr) / 2r)``,
-        per candidate looked at and dropped 1."""
-        need = lb[sel] <= thr[:, None]
-        expo = ((thr[:, None] - lb[sel]) / two_r).clamp_(max=0.0)
-        out = torch.where(need, 0.0, counts * torch.exp(expo)).sum(1)
-        got_rows, got_pos, got_rss = [], [], []
-        for k, rows in by_cell(need.T.nonzero()):
-            rss = cell_rss(k, sel[rows])
-            keep = rss <= thr[rows, None]
-            i, j = keep.nonzero(as_tuple=True)
-            out.index_add_(0, rows, (keep.shape[1] - keep.sum(1)).to(torch.float64))
-            got_rows.append(sel[rows[i]])
-            got_pos.append(ptr[k] + j)
-            got_rss.append(rss[i, j])
-        return torch.cat(got_rows), torch.cat(got_pos), torch.cat(got_rss), out
-
-    # a first upper bound of the best RSS: the best candidate of the most promising cell
-    first = torch.stack([lb.argmin(1), torch.arange(nb, device=dev)], 1)
-    first = first[torch.argsort(first[:, 0], stable=True)]
-    ref = torch.full((nb,), math.inf, dtype=torch.float64, device=dev)
-    for k, rows in by_cell(first):
-        ref[rows] = cell_rss(k, rows).min(1).values
-
-    thr = ref + span + extra
-    sel = torch.arange(nb, device=dev)
-    parts, left_out = [], torch.zeros(nb, dtype=torch.float64, device=dev)
-    best = torch.full((2, nb), math.inf, dtype=torch.float64, device=dev)
-    while sel.numel():
-        rows, pos, rss, out = screen(sel, thr[sel])
-        left_out[sel] = out
-        best[:, sel] = math.inf
-        best.view(-1).scatter_reduce_(0, half_of[pos].long() * nb + rows, rss, "amin")
-        parts.append((rows, pos, rss))
-        # a half whose best is beyond the threshold, or too close to it: screen again
-        worst = best[:, sel].max(0).values
-        short = worst + span > thr[sel]
-        sel = sel[short]
-        if sel.numel():
-            worst = worst[short]
-            thr[sel] = torch.where(worst.isinf(), thr[sel] + span, worst + span)
-            parts = [tuple(t[~torch.isin(r, sel)] for t in (r, p, q)) for r, p, q in parts]
-    rows, pos, rss = (torch.cat(t) for t in zip(*parts))
+    thr = cells.first_bound() + span + extra
+    rows, pos, rss, left_out, best = _screen_halves(cells, half_of, thr, span)
     half = half_of[pos]
     keep = rss <= best[half.long(), rows] + span
     glob = best.min(0).values
     # weight left out relative to the best candidate's: skipped cells and dropped candidates
-    n_drop = torch.zeros(nb, dtype=torch.float64, device=dev).index_add_(
+    n_drop = torch.zeros(y.shape[0], dtype=torch.float64, device=bank.device).index_add_(
         0, rows[~keep], torch.ones_like(rss[~keep])
     )
     left_out = left_out * torch.exp(-(thr - glob) / two_r) + n_drop * math.exp(-trunc)
     rows, cand, rss = rows[keep], index.order[pos[keep]], rss[keep]
     w = torch.exp(-(rss - glob[rows]) / two_r)
 
-    sums, n_kept = _accumulate(index, rows, cand, w, nb, piece)
+    sums, n_kept = _accumulate(index, rows, cand, w, y.shape[0], piece)
     centre = index.centre[None, :, None]
     return _finish(sums, n_kept, -glob / two_r, left_out / sums["w"].sum(0), centre)

@@ -126,7 +126,7 @@ def build_index(
     side is tuned so that a non-empty cell holds about ``occupancy`` candidates. About 10-20 s
     for the paper's bank (10^7 candidates) on one CPU core.
     """
-    n_mem, length, n_comp = bank.shape
+    _, length, _ = bank.shape
     starts = length - window + 1
     if starts < 1:
         raise ValueError(f"bank members of length {length} are shorter than the window {window}")
@@ -135,45 +135,17 @@ def build_index(
     dev = bank.device
     bank = bank.contiguous()
     entries_t, entries_c = entries_t.to(dev), entries_c.to(dev)
-    t_ref = int(entries_t.min())
-    z = bank[:, t_ref : t_ref + starts, :].reshape(-1, n_comp).to(torch.float64)
-    if n_comp > 3:
-        zc = z - z.mean(dim=0)
-        axes = torch.linalg.eigh(zc.T @ zc).eigenvectors[:, -3:]
-        z = zc @ axes
-    n = z.shape[0]
-    if cell_size is None:
-        cell_size = _tune_cell_size(z, occupancy)
-    g = _grid(z, float(cell_size))
-    del z
-    ids = torch.zeros_like(g[:, 0])
-    for j in range(g.shape[1]):
-        ids = ids * (int(g[:, j].max()) + 1) + g[:, j]
-    ids, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
-    # number the cells along a Z-order curve: grid coordinates of one member of each cell
-    rep = torch.empty_like(ids).scatter_(0, inverse, torch.arange(n, device=dev))
-    rank = torch.argsort(torch.argsort(_morton(g[rep])))
-    del g, ids, rep
+    g, cell_size = _first_state_grid(bank, int(entries_t.min()), starts, cell_size, occupancy)
+    inverse, counts, rank = _cells_ranked(g)
+    del g
+    # the cells numbered along a Z-order curve, the candidates sorted by cell
     inverse, counts = rank[inverse], counts[torch.argsort(rank)]
     order = torch.argsort(inverse, stable=True)
     ptr = torch.zeros(counts.numel() + 1, dtype=torch.int64, device=dev)
     ptr[1:] = counts.cumsum(0)
-    d = entries_t.numel()
-    keys = torch.empty(n, d, dtype=bank.dtype, device=dev)
-    entries = list(zip(entries_t.tolist(), entries_c.tolist()))
-    for j0 in range(0, d, 8):  # a few entries at a time: rows gathered, less memory
-        cols = [bank[:, t : t + starts, c] for t, c in entries[j0 : j0 + 8]]
-        keys[:, j0 : j0 + 8] = torch.stack(cols, dim=2).reshape(n, -1).index_select(0, order)
-    cell = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts)
-    lo = torch.full((counts.numel(), d), math.inf, dtype=bank.dtype, device=dev)
-    hi = torch.full_like(lo, -math.inf)
-    lo.scatter_reduce_(0, cell[:, None].expand(n, d), keys, "amin")
-    hi.scatter_reduce_(0, cell[:, None].expand(n, d), keys, "amax")
-    centre = bank[:, :: max(1, length // 64)].to(torch.float64).mean(dim=(0, 1))
-    moments = torch.empty(n_mem, length, 2 * n_comp, dtype=torch.float64, device=dev)
-    for m0 in range(0, n_mem, 64):
-        xc = bank[m0 : m0 + 64].to(torch.float64) - centre
-        moments[m0 : m0 + 64] = torch.cat([xc, xc * xc], dim=2)
+    keys = _sorted_keys(bank, entries_t, entries_c, starts, order)
+    lo, hi = _cell_boxes(keys, counts)
+    centre, moments = _centred_moments(bank)
     return BankIndex(
         window,
         starts,
@@ -189,6 +161,68 @@ def build_index(
         centre,
         moments,
     )
+
+
+def _first_state_grid(bank, t_ref: int, starts: int, cell_size: float | None, occupancy: int):
+    """Grid coordinates ``(M S, D)`` of the candidates' states at time ``t_ref`` of their window
+    (their 3 principal components when the state has more than 3), and the cell side (tuned
+    for ``occupancy`` candidates a cell when ``cell_size`` is None)."""
+    n_comp = bank.shape[2]
+    z = bank[:, t_ref : t_ref + starts, :].reshape(-1, n_comp).to(torch.float64)
+    if n_comp > 3:
+        zc = z - z.mean(dim=0)
+        axes = torch.linalg.eigh(zc.T @ zc).eigenvectors[:, -3:]
+        z = zc @ axes
+    if cell_size is None:
+        cell_size = _tune_cell_size(z, occupancy)
+    return _grid(z, float(cell_size)), cell_size
+
+
+def _cells_ranked(g: torch.Tensor):
+    """The non-empty cells of grid coordinates ``g`` ``(n, D)``: each point's cell, the cells'
+    counts, and the cells' ranks along a Z-order curve (of one member of each cell)."""
+    ids = torch.zeros_like(g[:, 0])
+    for j in range(g.shape[1]):
+        ids = ids * (int(g[:, j].max()) + 1) + g[:, j]
+    ids, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
+    rep = torch.empty_like(ids).scatter_(0, inverse, torch.arange(g.shape[0], device=g.device))
+    rank = torch.argsort(torch.argsort(_morton(g[rep])))
+    return inverse, counts, rank
+
+
+def _sorted_keys(bank, entries_t, entries_c, starts: int, order) -> torch.Tensor:
+    """The bank values ``(n, d)`` of the candidates ``order`` at the entries, bank's dtype."""
+    n, d = order.numel(), entries_t.numel()
+    keys = torch.empty(n, d, dtype=bank.dtype, device=bank.device)
+    entries = list(zip(entries_t.tolist(), entries_c.tolist()))
+    for j0 in range(0, d, 8):  # a few entries at a time: rows gathered, less memory
+        cols = [bank[:, t : t + starts, c] for t, c in entries[j0 : j0 + 8]]
+        keys[:, j0 : j0 + 8] = torch.stack(cols, dim=2).reshape(n, -1).index_select(0, order)
+    return keys
+
+
+def _cell_boxes(keys: torch.Tensor, counts: torch.Tensor):
+    """Entry-wise minimum and maximum ``(n_cells, d)`` of the keys of each cell (keys sorted by
+    cell, ``counts`` per cell)."""
+    n, d = keys.shape
+    cell = torch.repeat_interleave(torch.arange(counts.numel(), device=keys.device), counts)
+    lo = torch.full((counts.numel(), d), math.inf, dtype=keys.dtype, device=keys.device)
+    hi = torch.full_like(lo, -math.inf)
+    lo.scatter_reduce_(0, cell[:, None].expand(n, d), keys, "amin")
+    hi.scatter_reduce_(0, cell[:, None].expand(n, d), keys, "amax")
+    return lo, hi
+
+
+def _centred_moments(bank: torch.Tensor):
+    """The centre (per component, float64) of the bank and the centred bank with its squares
+    interleaved, ``(M, L, 2 C)`` float64, for the weighted sums."""
+    n_mem, length, n_comp = bank.shape
+    centre = bank[:, :: max(1, length // 64)].to(torch.float64).mean(dim=(0, 1))
+    moments = torch.empty(n_mem, length, 2 * n_comp, dtype=torch.float64, device=bank.device)
+    for m0 in range(0, n_mem, 64):
+        xc = bank[m0 : m0 + 64].to(torch.float64) - centre
+        moments[m0 : m0 + 64] = torch.cat([xc, xc * xc], dim=2)
+    return centre, moments
 
 
 def _observed_keys(y, mask, index: BankIndex):
