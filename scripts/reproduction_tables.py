@@ -167,35 +167,38 @@ class Block(NamedTuple):
     content: str
 
 
-def blocks(text: str) -> list[Block]:
+def blocks(text: str, start_marker: re.Pattern = START, end_marker: str = END) -> list[Block]:
     """The marked blocks of ``text``, in order; ValueError for a block without its end marker
-    or a start marker inside a block."""
+    or a start marker inside a block. The markers are REPRODUCTION.md's unless given (the start
+    marker's pattern names the file in its group ``csv``)."""
     found = []
     pos = 0
-    while m := START.search(text, pos):
+    while m := start_marker.search(text, pos):
         line = text.count("\n", 0, m.start()) + 1
         start = m.end() + 1  # after the marker's newline
-        end = text.find("\n" + END, m.end())
+        end = text.find("\n" + end_marker, m.end())
         if end < 0:
-            raise ValueError(f"line {line}: block {m['csv']} has no '{END}' line")
+            raise ValueError(f"line {line}: block {m['csv']} has no '{end_marker}' line")
         end += 1
-        nested = START.search(text, start, end)
+        nested = start_marker.search(text, start, end)
         if nested:
             raise ValueError(f"line {line}: block {m['csv']} holds another start marker")
         found.append(Block(m["csv"], line, start, end, text[start:end]))
-        pos = end + len(END)
+        pos = end + len(end_marker)
     return found
 
 
-def update(text: str, root: Path) -> tuple[str, list[Block]]:
-    """``text`` with every block regenerated from its CSV (paths relative to ``root``), and the
-    blocks that changed."""
+def update(
+    text: str, root: Path, render=body, start_marker: re.Pattern = START, end_marker: str = END
+) -> tuple[str, list[Block]]:
+    """``text`` with every block regenerated from its CSV (paths relative to ``root``) by
+    ``render`` (default: :func:`body`), and the blocks that changed."""
     changed, out, pos = [], [], 0
-    for b in blocks(text):
+    for b in blocks(text, start_marker, end_marker):
         path = root / b.csv
         if not path.is_file():
             raise FileNotFoundError(f"line {b.line}: block {b.csv}: no such file {path}")
-        new = body(path)
+        new = render(path)
         if new != b.content:
             changed.append(b)
         out += [text[pos : b.start], new]

@@ -13,12 +13,11 @@ from fourdvarnet.config import (
     check_train_rows,
     deep_merge,
     drop_absent_figure_rows,
-    parse_command_line,
     resolve_preset,
     row_train,
     schema_error,
-    user_config,
 )
+from fourdvarnet.workflow_config import parse_command_line, user_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -176,3 +175,34 @@ def test_the_code_defaults_are_config_yaml_values():
                 assert default == value, f"{key}: code default {default!r}, config.yaml {value!r}"
 
         compare(defaults, raw[section]["l63"], f"{section}.l63")
+
+
+#: Every name ``fourdvarnet.config`` exported as one module (before its split into a package).
+CONFIG_NAMES = (
+    "PRIORS UPSAMPLE SOLVERS SCHEMES GRAD_NORMS CPU_FAST DECAYS "
+    "LAMBDA_PARAMS ConfigError from_dict as_dict ObsConfig DataConfig GennConfig DirectConfig "
+    "ModelConfig Stage TrainConfig FsgdConfig LbfgsConfig EnksConfig BayesConfig EvalConfig "
+    "Experiment stages train_config row_train system_train check_train_rows "
+    "drop_absent_figure_rows deep_merge resolve_preset schema_error canonical"
+).split()
+
+
+def test_config_names_stay_importable_and_config_imports_no_higher_module():
+    """``from .config import X`` keeps working for every name; the config package (and the
+    workflow's adapter) import neither Snakemake nor the package's higher modules."""
+    import subprocess
+    import sys
+
+    import fourdvarnet.config as config
+
+    assert set(CONFIG_NAMES) <= set(config.__all__)
+    assert all(hasattr(config, name) for name in CONFIG_NAMES)
+    code = (
+        "import sys, fourdvarnet.workflow_config; "
+        "print(' '.join(m for m in sys.modules if m.startswith(('fourdvarnet', 'snakemake'))))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    allowed = {"fourdvarnet", "fourdvarnet.dynamics", "fourdvarnet.workflow_config"}
+    assert {m for m in loaded if not m.startswith("fourdvarnet.config")} == allowed, loaded

@@ -75,3 +75,54 @@ def test_estimate_reproduces_the_gpu_cost_table_of_the_performance_notes():
 def test_mean_iterations_follows_the_schedule():
     assert mean_iterations({"epochs": 200, "schedule": RAMP}) == pytest.approx(15.5)
     assert mean_iterations({"epochs": 1, "schedule": RAMP}) == 5
+
+
+def test_the_plan_prices_with_the_step_lines_of_the_timings_file():
+    """CPU_STEP and GPU_STEP come from step_timings.csv: one step measurement per device, system
+    and prior kind, the middle of its range, with the batch and iterations it was measured at."""
+    from fourdvarnet import plan, step_timings
+
+    timings = step_timings.load()
+    assert {(t.device, t.measure) for t in timings} >= {("cpu", "step"), ("gpu", "step")}
+    for t in timings:
+        assert t.measured_on and t.setup and t.how and t.commit, t  # every line says its source
+    keys = {(s, p) for s in ("l63", "l96") for p in ("ode", "genn")}
+    assert set(plan.CPU_STEP) == set(plan.GPU_STEP) == keys
+    # the values the plan held as constants before the file (GPU: now the exact middles)
+    assert plan.CPU_STEP[("l63", "ode")] == pytest.approx((0.063, 32, 5))
+    assert plan.CPU_STEP[("l96", "genn")] == pytest.approx((11.15, 16, 5))
+    assert plan.GPU_STEP[("l63", "ode")] == pytest.approx((0.0254, 128, 20), rel=0.01)
+    assert plan.GPU_STEP[("l96", "genn")] == pytest.approx((1.95, 32, 20), rel=0.01)
+
+
+def test_a_bad_timings_file_is_refused_with_its_line(tmp_path):
+    from fourdvarnet import step_timings
+
+    good = step_timings.read_text().splitlines()
+    bad = tmp_path / "t.csv"
+    assert good[1].startswith("cpu,")
+    bad.write_text(f"{good[0]}\ntpu{good[1][3:]}\n")
+    with pytest.raises(ValueError, match="line 2: device = 'tpu'"):
+        step_timings.load(bad)
+    twice = step_timings.load() + step_timings.load()
+    with pytest.raises(ValueError, match="two step measurements"):
+        step_timings.step_table("cpu", twice)
+
+
+def test_performance_doc_shows_the_timings_file():
+    """docs/performance.md's step-timings table is generated from the file (never edited)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "performance_tables", REPO / "scripts" / "performance_tables.py"
+    )
+    pt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pt)
+    text = (REPO / "docs" / "performance.md").read_text(encoding="utf-8")
+    (block,) = pt.blocks(text)
+    assert block.csv == "src/fourdvarnet/step_timings.csv"
+    assert block.content == pt.body(REPO / block.csv), (
+        "docs/performance.md's step timings differ from src/fourdvarnet/step_timings.csv: run "
+        "`python scripts/performance_tables.py`"
+    )
+    assert "| cpu | l96 | genn | step | 16 | 5 | 10.9-11.4 s |" in block.content

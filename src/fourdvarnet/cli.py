@@ -53,7 +53,8 @@ def load_config(path: str | Path, preset: str | None = None) -> dict:
     return cfg
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: the options shared by all, then one subcommand per stage."""
     ap = argparse.ArgumentParser(prog="fourdvarnet", description=__doc__.split("\n")[0])
     ap.add_argument(
         "--config",
@@ -72,8 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--log", default=None, help="also write the log to this file (it goes to stderr anyway)"
     )
-    sub = ap.add_subparsers(dest="stage", required=True)
+    _add_stages(ap.add_subparsers(dest="stage", required=True))
+    return ap
 
+
+def _add_stages(sub) -> None:
+    """The subcommands (``sub``: the parser's subparsers) and their options."""
     s = sub.add_parser("simulate", help="generate the twin-experiment data of one system")
     s.add_argument("--system", required=True)
     s.add_argument("--out-dir", required=True)
@@ -112,6 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     s.add_argument("--out-dir", required=True, help="gets <figure>.pdf and <figure>.png")
 
+
+def main(argv: list[str] | None = None) -> None:
+    ap = build_parser()
     args = ap.parse_args(argv)
     if args.threads < 1:
         ap.error(f"--threads {args.threads}: give at least 1")

@@ -24,6 +24,7 @@ from .fast import FastSolve, graphs_available
 from .metrics import Scorer
 from .model import FourDVarNet
 from .priors import true_prior
+from .rows import kind_of
 from .solvers import Solver
 from .training import batches
 
@@ -42,20 +43,39 @@ def record_iterations(n_iter: int, log_spaced: bool, n_points: int = 60) -> np.n
 
 
 def solve_budget(exp: Experiment, cfg: EvalConfig) -> tuple[int, int]:
-    """Iterations and batch size of the solve that scores row ``exp``."""
-    if exp.solver == "fsgd":
-        return cfg.fsgd.n_iter, cfg.fsgd.batch_size
-    if exp.solver == "lbfgs":
-        return cfg.lbfgs.n_iter, cfg.lbfgs.batch_size
-    if exp.solver == "fixed_point":
-        return cfg.fixed_point_iter, cfg.batch_size
-    if exp.solver == "enks":  # one pass, no iterations
-        return 1, cfg.enks.batch_size
-    if exp.solver == "bayes":  # one pass over the whole split (its diagnostics are per call)
-        return 1, 1_000_000
-    if exp.solver == "direct":  # one pass of the CNN
-        return 1, cfg.batch_size
-    return cfg.n_iter, cfg.batch_size
+    """Iterations and batch size of the solve that scores row ``exp`` (its kind's budget)."""
+    return kind_of(exp).budget(exp, cfg)
+
+
+class Pathway:
+    """The energy pathway: the summed R-score and 4DVar-score of the reconstructions at the
+    iterations ``record_at``, over every batch; ``progress`` logs a line at most once every
+    ``PROGRESS_SECONDS``."""
+
+    def __init__(self, record_at: np.ndarray, scorer: Scorer, n_iter: int, n_batches: int):
+        self.position = {int(k): i for i, k in enumerate(record_at)}
+        self.r, self.u = np.zeros(len(record_at)), np.zeros(len(record_at))
+        self.scorer, self.n_iter, self.n_batches = scorer, n_iter, n_batches
+        self.last_log = time.perf_counter()
+
+    def callback(self, b: Split, j: int):
+        """The solver's ``callback(k, x)`` for batch ``b`` (the ``j``-th)."""
+
+        def record(k, x):
+            if k not in self.position:
+                return
+            i = self.position[k]
+            r = float(((x - b.x) ** 2).mean(dim=(1, 2)).sum())
+            self.r[i] += r
+            self.u[i] += float(self.scorer.fourdvar(x, b.y, b.mask).sum())
+            if time.perf_counter() - self.last_log >= PROGRESS_SECONDS:
+                self.last_log = time.perf_counter()
+                log.info(
+                    "batch %d/%d: iteration %d/%d, R-score %.4g",
+                    j + 1, self.n_batches, k, self.n_iter, r / len(b) * self.scorer.std**2,
+                )  # fmt: skip
+
+        return record
 
 
 def run_solver(
@@ -81,33 +101,16 @@ def run_solver(
     model.to(device).eval()
     fast = graphs_available(device) and isinstance(model.solver, Solver)
     solve = FastSolve(model) if fast else model
-    position = {int(k): i for i, k in enumerate(record_at)}
-    path_r = np.zeros(len(record_at))
-    path_u = np.zeros(len(record_at))
-    outs, steps, stds = [], [], []
     parts = batches(len(test), batch_size, None)
+    pathway = Pathway(record_at, scorer, n_iter, len(parts))
+    outs, steps, stds = [], [], []
     cpu = not fast and fast_cpu.wanted(cpu_fast, device, model, len(parts) * n_iter)
     if cpu:  # a short last batch padded to the compiled shape
         solve = fast_cpu.PaddedSolve(model)
-    last_log = time.perf_counter()
     with fast_cpu.enabled(model, cpu):  # the eager gradient is back after it
         for j, idx in enumerate(parts):
             b = test.subset(idx).to(device)
-
-            def record(k, x, b=b, j=j):
-                nonlocal last_log
-                if k in position:
-                    i = position[k]
-                    r = float(((x - b.x) ** 2).mean(dim=(1, 2)).sum())
-                    path_r[i] += r
-                    path_u[i] += float(scorer.fourdvar(x, b.y, b.mask).sum())
-                    if time.perf_counter() - last_log >= PROGRESS_SECONDS:
-                        last_log = time.perf_counter()
-                        log.info(
-                            "batch %d/%d: iteration %d/%d, R-score %.4g",
-                            j + 1, len(parts), k, n_iter, r / len(b) * scorer.std**2,
-                        )  # fmt: skip
-
+            record = pathway.callback(b, j)
             with torch.no_grad():
                 record(0, model.initial_state(b.y, b.mask))
                 x_hat = solve(b.y, b.mask, n_iter, callback=record)
@@ -119,7 +122,7 @@ def run_solver(
                 stds.append(model.solver.last_std.cpu())
     steps = torch.cat(steps) if steps else None
     stds = torch.cat(stds) if stds else None
-    return torch.cat(outs), path_r / len(test), path_u / len(test), steps, stds
+    return torch.cat(outs), pathway.r / len(test), pathway.u / len(test), steps, stds
 
 
 def evaluate(
@@ -136,11 +139,11 @@ def evaluate(
     """Score ``model`` on the (normalised) test split; returns ``(dataset, scores)``.
 
     ``cpu_fast``: the CPU fast path of the learned solvers (``run_solver``)."""
-    exp.check()
-    n_iter, batch_size = solve_budget(exp, cfg)
+    kind = kind_of(exp)
+    n_iter, batch_size = kind.budget(exp, cfg)
     scorer = Scorer(
         true_prior(exp.system, dt, norm.mean, norm.std).to(device),
-        model.prior.to(device) if exp.prior != "none" else None,  # the direct row: no prior
+        model.prior.to(device) if kind.uses_prior else None,  # the direct row: no prior
         norm.std,
         cfg.score_lambdas,
     )
@@ -157,37 +160,16 @@ def evaluate(
     if hasattr(model.solver, "summary"):  # the posterior mean: ESS, MC error, expected R-score
         scores.update({f"bayes_{k}": v for k, v in model.solver.summary().items()})
     log.info("%s: %s", exp.name, ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
-
-    phys = lambda t: norm.decode(t).numpy().transpose(0, 2, 1)  # noqa: E731
-    y = np.where(test.mask.numpy().transpose(0, 2, 1) > 0, phys(test.y), np.nan)
     attrs = {
-        "experiment": exp.name,
-        "system": exp.system,
-        "scheme": exp.scheme,
-        "prior": exp.prior,
-        "solver": exp.solver,
-        "seed": exp.seed,
+        **_provenance(exp, device),
         "scores": json.dumps(scores),
         "eval_config": json.dumps(as_dict(cfg)),
         "cost_lambdas": json.dumps(list(model.cost.lambdas)),
         "train_mean": norm.mean,
         "train_std": norm.std,
-        "device": str(device),
-        "torch_version": torch.__version__,
-        "package_version": __version__,
-        "git_commit": git_commit(),
         **(extra_attrs or {}),
     }
-    ds = to_dataset(
-        phys(test.x), y, test.mask.numpy().transpose(0, 2, 1), dt, attrs, x_hat=phys(x_hat)
-    )
-    ds["x_hat"].attrs["long_name"] = "reconstruction"
-    if x_std is not None:
-        ds["x_std"] = (
-            ds["x_hat"].dims,
-            (x_std * norm.std).numpy().transpose(0, 2, 1),
-            {"long_name": "posterior standard deviation of x_hat", "units": "model units"},
-        )
+    ds = _as_dataset(test, norm, dt, attrs, x_hat, x_std)
     ds = ds.assign_coords(iteration=("iteration", record_at))
     ds["pathway_r_score"] = (
         "iteration",
@@ -200,3 +182,36 @@ def evaluate(
         {"long_name": "4DVar-score after each recorded iteration"},
     )
     return ds, scores
+
+
+def _provenance(exp: Experiment, device: torch.device) -> dict:
+    """The row and where the evaluation ran, as dataset attributes."""
+    return {
+        "experiment": exp.name,
+        "system": exp.system,
+        "scheme": exp.scheme,
+        "prior": exp.prior,
+        "solver": exp.solver,
+        "seed": exp.seed,
+        "device": str(device),
+        "torch_version": torch.__version__,
+        "package_version": __version__,
+        "git_commit": git_commit(),
+    }
+
+
+def _as_dataset(test: Split, norm: Normalizer, dt: float, attrs: dict, x_hat, x_std):
+    """The split and its reconstructions (with their standard deviation where given) in
+    physical units, as a dataset."""
+    phys = lambda t: norm.decode(t).numpy().transpose(0, 2, 1)  # noqa: E731
+    mask = test.mask.numpy().transpose(0, 2, 1)
+    y = np.where(mask > 0, phys(test.y), np.nan)
+    ds = to_dataset(phys(test.x), y, mask, dt, attrs, x_hat=phys(x_hat))
+    ds["x_hat"].attrs["long_name"] = "reconstruction"
+    if x_std is not None:
+        ds["x_std"] = (
+            ds["x_hat"].dims,
+            (x_std * norm.std).numpy().transpose(0, 2, 1),
+            {"long_name": "posterior standard deviation of x_hat", "units": "model units"},
+        )
+    return ds

@@ -4,9 +4,9 @@
 ``Gamma``: observations and mask in, interpolated initial state, ``n_iter`` solver iterations,
 reconstruction out. The direct row's "solver" is a U-Net of the observations (``direct``) that
 uses neither the cost nor the initial state. ``build_model`` assembles one table row from its
-configuration, and ``save_checkpoint``/``load_checkpoint`` store weights together with
-everything needed to rebuild the model (experiment, model and data configuration,
-normalisation, validation metrics).
+configuration as its row kind says (``rows``), and ``save_checkpoint``/``load_checkpoint``
+store weights together with everything needed to rebuild the model (experiment, model and data
+configuration, normalisation, validation metrics).
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ import torch
 from torch import nn
 
 from . import __version__
-from .config import Experiment, ModelConfig, as_dict, from_dict
+from .config import EvalConfig, Experiment, ModelConfig, as_dict, from_dict
 from .cost import VariationalCost
 from .data import Normalizer, interpolate
-from .direct import DirectSolver
-from .priors import LAYOUT, build_prior, true_prior
-from .solvers import build_solver
+from .rows import Inputs, kind_of
 
 
 class FourDVarNet(nn.Module):
@@ -55,34 +53,30 @@ def build_model(
     dt: float,
     norm: Normalizer,
     fill,
-    model: ModelConfig,
+    model: ModelConfig | None,
     lambdas=(1.0, 1.0),
     learn_lambdas: bool = False,
     fsgd_step: float | str = 1.0,
     fsgd_fraction: float = 0.5,
     solver: nn.Module | None = None,
     lambda_param: str = "sqrt",
+    evaluate: EvalConfig | None = None,
+    attrs: dict | None = None,
 ) -> FourDVarNet:
-    """Assemble the row ``exp``: prior, cost weights and solver (built from ``exp`` and ``model``
-    unless given, as the ensemble smoother, which needs the data's climatology).
+    """Assemble the row ``exp`` as its kind says (``rows.KINDS``): prior, cost weights and solver
+    (unless given). The ensemble smoother and the posterior mean read ``evaluate`` and the data
+    file's ``attrs``.
 
-    The direct row (prior ``none``, solver ``direct``) has no prior and minimises no cost: its
-    U-Net ignores the cost, which holds the true RK4 model with fixed weights, so that the
-    validation U logged in training is the 4D-Var cost of its reconstructions.
+    The direct row has no prior and minimises no cost: its U-Net ignores the cost, which holds
+    the true RK4 model with fixed weights, so that the validation U logged in training is the
+    4D-Var cost of its reconstructions.
     """
-    exp.check()
-    direct = exp.solver == "direct"
-    if direct or (exp.scheme == "none" and exp.prior == "rk4"):
-        prior = true_prior(exp.system, dt, norm.mean, norm.std)
-    else:
-        prior = build_prior(exp.prior, exp.system, dt, norm.mean, norm.std, model)
-    learn = learn_lambdas and not direct
+    kind = kind_of(exp)
+    inputs = Inputs(dt, norm, model or ModelConfig(), fsgd_step, fsgd_fraction, evaluate, attrs)
+    prior = kind.prior(exp, inputs)
+    learn = learn_lambdas and kind.uses_prior
     cost = VariationalCost(prior, *lambdas, learn_lambdas=learn, param=lambda_param)
-    if solver is None and direct:
-        solver = DirectSolver(*LAYOUT[exp.system], (model or ModelConfig()).direct)
-    elif solver is None:
-        solver = build_solver(exp.solver, exp.system, model, fsgd_step, fsgd_fraction)
-    return FourDVarNet(cost, solver, fill)
+    return FourDVarNet(cost, solver or kind.solver(exp, inputs), fill)
 
 
 def save_atomic(obj, path: str | Path) -> None:

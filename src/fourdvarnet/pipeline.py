@@ -27,11 +27,10 @@ from .config import (
     train_config,
 )
 from .data import Normalizer, load_split, make_splits, write_netcdf
-from .enks import EnKSSolver
 from .evaluate import evaluate
 from .model import build_model, load_checkpoint, save_atomic, save_checkpoint
-from .posterior import PosteriorMeanSolver
 from .priors import build_prior
+from .rows import divergence_cause, kind_of, pretrains_prior, scheme_of
 from .training import pick_device, pretrain_prior, seed_everything, train
 
 log = logging.getLogger("fourdvarnet")
@@ -94,91 +93,6 @@ def job_log(path: str | Path | None = None, also_stderr: bool = False, tag: str 
         raise
 
 
-def die_with_parent(poll: float = 0.5) -> None:
-    """End this job when the Snakemake that started it ends, even by ``kill -9``, so that
-    ``--unlock`` and a new run cannot run the same job twice at once. Linux only (elsewhere a
-    no-op); the workflow/scripts adapters call it first thing in the job.
-
-    Snakemake 9 runs a ``script:`` job from a thread of its main process as ``bash -c 'set -euo
-    pipefail; python <script>'``; bash 5.1 and later replaces itself with Python, so the job is a
-    child of Snakemake, but an older bash, or a ``python -m snakemake`` sub-invocation (``run:``
-    and shadow rules), stands in between and outlives a killed Snakemake. So the kernel sends
-    this process SIGTERM when its parent ends (``PR_SET_PDEATHSIG``), and a daemon thread checks
-    every ``poll`` seconds that the topmost ``snakemake`` among its ancestors (the one the user
-    started; on a cluster node, the job step) still runs, and sends SIGTERM when it does not.
-    SIGTERM ends the job at once: its outputs are written atomically, so it leaves nothing that
-    looks complete (a training keeps ``<checkpoint>.resume``). A job whose Snakemake died while
-    it started (its chain then reaches PID 1 with no Snakemake) ends here. Without a Snakemake
-    among its ancestors (Snakemake's Python API) only the parent is watched.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-    import threading
-    import time
-
-    def stat(pid: int):  # (ppid, start time) of a live process, else None (gone, or a zombie)
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            return None
-        return None if fields[0] in ("Z", "X") else (int(fields[1]), fields[19])
-
-    def argv(pid: int) -> list[str]:
-        try:
-            return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            return []
-
-    def is_snakemake(args: list[str]) -> bool:  # snakemake, python [opts] -m snakemake ...
-        first = os.path.basename(args[0]) if args else ""
-        if first.startswith("snakemake"):
-            return True
-        if not first.startswith(("python", "pypy")):
-            return False
-        rest = iter(args[1:])
-        for a in rest:
-            if a == "-m":
-                return next(rest, "") == "snakemake"
-            if a in ("-X", "-W", "-Q"):
-                next(rest, "")
-            elif not a.startswith("-"):
-                return os.path.basename(a) == "snakemake"
-        return False
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    top, starter, pid = None, None, os.getppid()
-    for _ in range(64):  # up the ancestors: the topmost snakemake, the first not running us
-        st = stat(pid)
-        if st is None:
-            break
-        if is_snakemake(argv(pid)):
-            top = (pid, st[1])
-        if starter is None and not any(sys.argv[0] in a for a in argv(pid)):
-            starter = pid
-        if pid <= 1:
-            break
-        pid = st[0]
-
-    def end(why: str) -> None:
-        log.error("%s: ending this job (SIGTERM)", why)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    if top is None:
-        if starter == 1:
-            end("the Snakemake that started this job is gone (its parents end at PID 1)")
-        return
-
-    def watch(pid: int, start: str) -> None:
-        while (st := stat(pid)) is not None and st[1] == start:
-            time.sleep(poll)
-        end(f"Snakemake (process {pid}) is gone")
-
-    threading.Thread(target=watch, args=top, name="die_with_parent", daemon=True).start()
-
-
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(int(threads))
@@ -192,7 +106,7 @@ def parse_row(row: str, system: str, seed: int = 0) -> Experiment:
     if len(parts) != 3:
         raise ValueError(f"row {row!r} must read scheme-prior-solver, e.g. 'supervised-genn-conv'")
     exp = Experiment(system, *parts, seed=int(seed))
-    exp.check(f"row {row!r}")
+    kind_of(exp, f"row {row!r}")
     return exp
 
 
@@ -281,9 +195,8 @@ def train_row(
     ``pretrained``: a GENN row's prior from ``pretrain_genn`` (else the row pre-trains its own).
     """
     exp = parse_row(row, system, seed)
-    if exp.scheme == "none":
-        raise ValueError(f"row {row!r} has no learning scheme: nothing to train")
-    if pretrained and exp.prior != "genn":
+    scheme = scheme_of(exp)
+    if pretrained and not pretrains_prior(exp):
         raise ValueError(f"row {row!r} has no GENN prior to take pre-trained weights")
     mcfg = from_dict(ModelConfig, model_cfg, f"model.{system}")
     tcfg = train_config(train_cfg, f"train.{system}")
@@ -294,15 +207,14 @@ def train_row(
     train_set, norm, fill = load_normalised(train_path)
     val_set, _, _ = load_normalised(val_path)
     dt = float(train_set.attrs["dt"])
-    lambdas = tcfg.unsup_lambdas if exp.scheme == "unsupervised" else tcfg.sup_lambdas
     model = build_model(
         exp,
         dt,
         norm,
         fill,
         mcfg,
-        lambdas,
-        learn_lambdas=exp.scheme == "supervised" and tcfg.learn_lambdas,
+        getattr(tcfg, scheme.lambdas),
+        learn_lambdas=scheme.learns_cost and tcfg.learn_lambdas,
         lambda_param=tcfg.lambda_param,
     )
     pretrain = load_pretrained(model, pretrained, mcfg.genn) if pretrained else None
@@ -346,23 +258,14 @@ def evaluate_row(
     test, norm, fill = load_normalised(test_path)
     dt = float(test.attrs["dt"])
     extra = {}
-    if exp.scheme == "none":
+    if not kind_of(exp).trained:
         if checkpoint:
             raise ValueError(f"row {row!r} is not learned and takes no checkpoint")
         mcfg = from_dict(ModelConfig, model_cfg, f"model.{system}")
-        make_solver = {"enks": ensemble_smoother, "bayes": posterior_mean}.get(exp.solver)
-        solver = make_solver(ecfg, test.attrs, norm) if make_solver else None
         model = build_model(
-            exp,
-            dt,
-            norm,
-            fill,
-            mcfg,
-            ecfg.fsgd.lambdas,
-            fsgd_step=ecfg.fsgd.step,
-            fsgd_fraction=ecfg.fsgd.step_fraction,
-            solver=solver,
-        )
+            exp, dt, norm, fill, mcfg, ecfg.fsgd.lambdas, fsgd_step=ecfg.fsgd.step,
+            fsgd_fraction=ecfg.fsgd.step_fraction, evaluate=ecfg, attrs=test.attrs,
+        )  # fmt: skip
     else:
         if not checkpoint:
             raise ValueError(f"row {row!r} is learned: evaluation needs its checkpoint")
@@ -394,38 +297,6 @@ def evaluate_row(
     return scores
 
 
-def ensemble_smoother(ecfg: EvalConfig, attrs: dict, norm: Normalizer) -> EnKSSolver:
-    """The EnKS of ``evaluate.<system>.enks``, its initial ensembles drawn from the training
-    climatology and its observation error from the data file's attributes."""
-    mean0 = np.asarray(attrs["train_component_mean"], dtype=np.float64)
-    cov0 = np.asarray(attrs["train_component_cov"], dtype=np.float64).reshape(len(mean0), -1)
-    c = ecfg.enks
-    return EnKSSolver(
-        mean0, cov0, float(attrs["noise_var"]), c.members, c.inflation, c.lag, c.seed,
-        norm.mean, norm.std,
-    )  # fmt: skip
-
-
-def posterior_mean(ecfg: EvalConfig, attrs: dict, norm: Normalizer) -> PosteriorMeanSolver:
-    """The exact posterior mean (importance sampling over a bank of true trajectories, integrated
-    as the data's truth), the Bayes floor of Table 1."""
-    if attrs["system"] != "l63":
-        raise ValueError(
-            "the posterior-mean row exists for l63 only: in 40 dimensions (l96) importance "
-            "weights collapse to one sample"
-        )
-    c = ecfg.bayes
-    bank = dict(
-        system=attrs["system"], dt=float(attrs["dt"]), members=c.members, steps=c.steps,
-        window=int(attrs["window"]), spinup=c.spinup, seed=c.seed,
-        substeps=int(attrs["integrator_substeps"]), dtype=torch.float32,
-    )  # fmt: skip
-    return PosteriorMeanSolver(
-        obs_var=float(attrs["noise_var"]), norm_mean=norm.mean, norm_std=norm.std,
-        bank_params=bank, trunc=c.trunc,
-    )  # fmt: skip
-
-
 def _write_json(obj, path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -450,16 +321,6 @@ def check_scores(scores: dict, row: str) -> None:
         return
     system = scores.get("system", "<system>")
     solver = scores.get("solver") or row.rsplit("-", 1)[-1]
-    causes = {
-        "fsgd": "fixed-step gradient descent diverged: its step is too large for the cost's "
-        f"curvature; lower evaluate.{system}.fsgd.step",
-        "fixed_point": "the fixed-point iterations diverged; lower "
-        f"evaluate.{system}.fixed_point_iter or check the prior",
-        "conv": "the learned solver diverged at test time; lower evaluate."
-        f"{system}.n_iter (towards the training schedule's n_iter) or see its training log",
-    }
-    causes["lstm"] = causes["conv"]
-    causes["direct"] = "the direct CNN's output is not finite; see its training log"
-    cause = causes.get(solver, f"the {solver!r} solver diverged; check evaluate.{system}")
+    cause = divergence_cause(solver, system)
     shown = ", ".join(f"{k}={v}" for k, v in bad.items())
     raise ScoreError(f"row {row!r} ({system}): non-finite score(s) {shown}. Likely cause: {cause}.")

@@ -2,15 +2,10 @@
 
 The estimate counts the training steps of every learned row and seed from the configuration
 (``train.<system>``: epochs, batch size, the iteration schedule; ``data.<system>.n_train``: the
-training windows) and prices one step from measured per-step times. Source of those times:
-``docs/performance.md`` (measured 2026-11-23):
-
-- CPU, section "CPU (2 cores, torch 2.13.0+cpu)": one supervised training step
-  with 5 solver iterations on one core; L63 at batch 32: RK4 55-71 ms, GENN 243-270 ms; L96 at
-  batch 16: RK4 554-681 ms, paper-width GENN 10.9-11.4 s;
-- GPU, section "H100 (2026-11-23, ...)", table column "train fast": one step with 20 solver
-  iterations on the CUDA-graph path; L63 at batch 128: RK4 23.8-26.9 ms, GENN 261-264 ms; L96 at
-  batch 32: RK4 54.8-70.8 ms, GENN 1.94-1.96 s.
+training windows) and prices one step from measured per-step times: the ``step`` lines of
+``step_timings.csv`` (``fourdvarnet.step_timings``, shown in docs/performance.md), each with the
+batch size and solver iterations it was measured at and where, when and how (CPU: one core,
+eager; GPU: the CUDA-graph path of one H100).
 
 The middle of each range is taken, scaled linearly with the batch size and the number of solver
 iterations (the CPU path is compute-bound; on the GPU the RK4 rows are launch-bound, so small
@@ -26,20 +21,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .config import row_train
+from .step_timings import step_table
 
-#: (system, prior kind) -> (seconds per step, batch size, solver iterations) it was measured at.
-CPU_STEP = {
-    ("l63", "ode"): (0.063, 32, 5),
-    ("l63", "genn"): (0.2565, 32, 5),
-    ("l96", "ode"): (0.6175, 16, 5),
-    ("l96", "genn"): (11.15, 16, 5),
-}
-GPU_STEP = {
-    ("l63", "ode"): (0.0254, 128, 20),
-    ("l63", "genn"): (0.2627, 128, 20),
-    ("l96", "ode"): (0.0628, 32, 20),
-    ("l96", "genn"): (1.95, 32, 20),
-}
+#: (system, prior kind) -> (seconds per step, batch size, solver iterations) it was measured at,
+#: from step_timings.csv (the middle of each measured range).
+CPU_STEP = step_table("cpu")
+GPU_STEP = step_table("gpu")
 
 #: Above this many hours of CPU training, a local run without CUDA gets a warning.
 WARN_HOURS = 2.0
@@ -176,7 +163,7 @@ def plan_warning(
             "    a machine with a CUDA GPU          (device: auto uses it)",
             "    --workflow-profile profiles/slurm  the jobs on a SLURM cluster's GPU nodes",
             "  Ctrl-C stops the run; finished jobs are kept. (Estimate: fourdvarnet.plan, from "
-            "the per-step times in docs/performance.md.)",
+            "the per-step times in fourdvarnet/step_timings.csv.)",
         ]
     )
 

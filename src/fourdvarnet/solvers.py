@@ -11,8 +11,9 @@ gradient ``g = grad_x U_Phi(x, y, Omega)`` (from autograd) to the next state:
   ``x <- x - L(h)``;
 * ``ConvSolver`` (aG-Conv, Eq. 12): a CNN over ``cat(previous update, normalised gradient)``,
   with an atan-bounded step;
-* ``LBFGSSolver``: weak-constraint 4D-Var minimised by L-BFGS with a strong-Wolfe line search
-  (``torch.optim.LBFGS``), the classic baseline beside FSGD;
+* ``LBFGSSolver`` (module ``lbfgs``): weak-constraint 4D-Var minimised by L-BFGS, the classic
+  baseline beside FSGD; each window has its own curvature memory and strong-Wolfe line search,
+  so its result does not depend on the batch;
 * ``FixedPointSolver`` (slides): ``x <- Phi(x)`` on the unobserved entries, observations
   re-imposed; it needs no gradient.
 
@@ -23,7 +24,6 @@ detached and no graph is kept.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import torch
@@ -31,6 +31,7 @@ from torch import nn
 
 from .config import GRAD_NORMS, SOLVERS, ModelConfig
 from .layers import Conv, from_image, pointwise, to_image
+from .lbfgs import LBFGSSolver
 from .priors import LAYOUT
 
 Callback = Callable[[int, torch.Tensor], None]
@@ -200,68 +201,6 @@ class FSGD(Solver):
 
     def update(self, x, g, state):
         return x - self._steps[(x.shape[0], x.device, x.dtype)] * g, state
-
-
-class LBFGSSolver(nn.Module):
-    """Weak-constraint 4D-Var by L-BFGS (strong-Wolfe line search) on the summed per-window cost.
-
-    The windows are independent, so the sum of their costs is minimised jointly; ``n_iter``
-    counts L-BFGS iterations (each may evaluate the cost several times in its line search).
-    ``callback(k, x)`` is called after each iteration, as for the other solvers. The objective
-    is the sum of the costs times the entries of a window (sums of squares rather than means):
-    the minimiser is the same, and ``torch.optim.LBFGS``'s absolute thresholds (a curvature pair
-    is kept only if ``y.s > 1e-10``) then apply to gradients of order one, not of order 1e-6.
-    It is computed in float64 on a copy of the cost: the line search compares values of a sum
-    over the batch, whose float32 rounding stalls it far from the minimum.
-    """
-
-    def __init__(self, history: int = 20):
-        super().__init__()
-        self.history = int(history)
-
-    def forward(self, cost, x0, y, mask, n_iter, callback=None):
-        dtype = x0.dtype
-        cost = copy.deepcopy(cost).double()
-        y, mask = y.double(), mask.double()
-        x = x0.detach().double().requires_grad_(True)
-
-        def new_optimizer():
-            return torch.optim.LBFGS(
-                [x],
-                lr=1.0,
-                max_iter=1,
-                history_size=self.history,
-                line_search_fn="strong_wolfe",
-                tolerance_grad=0.0,
-                tolerance_change=0.0,
-            )
-
-        opt = new_optimizer()
-
-        scale = float(x0[0].numel())
-
-        def closure():
-            opt.zero_grad()
-            u = cost(x, y, mask).sum() * scale
-            u.backward()
-            return u
-
-        converged = False
-        with torch.enable_grad():
-            for k in range(n_iter):
-                if not converged:
-                    before = x.detach().clone()
-                    opt.step(closure)
-                    if torch.equal(x.detach(), before):
-                        # the line search found no decrease along the quasi-Newton direction
-                        # (a poor curvature memory on this non-convex cost): forget it and take
-                        # a steepest-descent step; if that fails too, the minimum is reached
-                        opt = new_optimizer()
-                        opt.step(closure)
-                        converged = torch.equal(x.detach(), before)
-                if callback is not None:
-                    callback(k + 1, x.detach().to(dtype))
-        return x.detach().to(dtype)
 
 
 class ConvLSTMCell(nn.Module):

@@ -16,8 +16,8 @@ from fourdvarnet.config import (
     row_train,
     schema_error,
     system_train,
-    user_config,
 )
+from fourdvarnet.workflow_config import user_config
 from fourdvarnet.plan import (
     CPU_STEP,
     job_seconds,

@@ -1,6 +1,7 @@
 """Snakemake adapter: score one table row on the test split (fourdvarnet.pipeline.evaluate_row)."""
 
-from fourdvarnet.pipeline import die_with_parent, evaluate_row, job_log
+from fourdvarnet.jobs import die_with_parent
+from fourdvarnet.pipeline import evaluate_row, job_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 w = sm.wildcards

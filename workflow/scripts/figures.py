@@ -1,7 +1,8 @@
 """Snakemake adapter: render one of Figures 2-4 (fourdvarnet.figures)."""
 
 from fourdvarnet import figures
-from fourdvarnet.pipeline import die_with_parent, job_log
+from fourdvarnet.jobs import die_with_parent
+from fourdvarnet.pipeline import job_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(sm.log[0]):

@@ -1,6 +1,7 @@
 """Snakemake adapter: pre-train one GENN prior (fourdvarnet.pipeline.pretrain_genn)."""
 
-from fourdvarnet.pipeline import die_with_parent, job_log, pretrain_genn
+from fourdvarnet.jobs import die_with_parent
+from fourdvarnet.pipeline import job_log, pretrain_genn
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 w = sm.wildcards

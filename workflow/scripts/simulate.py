@@ -1,6 +1,7 @@
 """Snakemake adapter: twin-experiment data of one system (fourdvarnet.pipeline.simulate)."""
 
-from fourdvarnet.pipeline import die_with_parent, job_log, simulate
+from fourdvarnet.jobs import die_with_parent
+from fourdvarnet.pipeline import job_log, simulate
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(sm.log[0]):

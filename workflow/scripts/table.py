@@ -1,6 +1,7 @@
 """Snakemake adapter: gather the score files of one table (fourdvarnet.tables.write_table)."""
 
-from fourdvarnet.pipeline import die_with_parent, job_log
+from fourdvarnet.jobs import die_with_parent
+from fourdvarnet.pipeline import job_log
 from fourdvarnet.tables import write_table
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

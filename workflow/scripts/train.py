@@ -3,7 +3,8 @@
 Its log lines (one per epoch) also go to stderr, which a local run shows on the console.
 """
 
-from fourdvarnet.pipeline import die_with_parent, job_log, train_row
+from fourdvarnet.jobs import die_with_parent
+from fourdvarnet.pipeline import job_log, train_row
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 w = sm.wildcards

@@ -1,7 +1,8 @@
 """Snakemake adapter: the training-curves figure of a system (fourdvarnet.figures.fig_training)."""
 
 from fourdvarnet import figures
-from fourdvarnet.pipeline import die_with_parent, job_log
+from fourdvarnet.jobs import die_with_parent
+from fourdvarnet.pipeline import job_log
 from fourdvarnet.tables import PAPER
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

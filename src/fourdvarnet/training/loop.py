@@ -31,7 +31,8 @@ from ..config import Experiment, TrainConfig
 from ..cost import prior_term
 from ..data import Split
 from ..model import FourDVarNet
-from .optim import Schedule, learns_prior, parameter_groups, set_lr, stage_at
+from ..rows import SCHEMES, kind_of, learns_prior, pretrains_prior
+from .optim import Schedule, parameter_groups, set_lr, stage_at
 from .resume import load_resume, resume_key, save_resume
 from .steps import make_runner
 
@@ -105,13 +106,8 @@ def check_finite(losses: torch.Tensor, where: str) -> None:
 
 
 def training_loss(model: FourDVarNet, scheme: str, x_hat, x, y, mask, prior_weight: float):
-    if scheme == "unsupervised":
-        return model.cost(x_hat, y, mask).mean()
-    mse = ((x_hat - x) ** 2).mean()
-    if not prior_weight:
-        return mse
-    prior = model.prior
-    return mse + prior_weight * (prior_term(x_hat, prior).mean() + prior_term(x, prior).mean())
+    """The loss of learning scheme ``scheme`` (``rows.SCHEMES``)."""
+    return SCHEMES[scheme].loss(model, x_hat, x, y, mask, prior_weight)
 
 
 @torch.no_grad()
@@ -135,7 +131,7 @@ def validate(
         var_true += float(b.x.var(dim=-1).sum())
     model.train()
     out = {"val_r": r / len(val), "val_u": u / len(val), "val_tvar": var_hat / var_true}
-    out["val_metric"] = out["val_u"] if scheme == "unsupervised" else out["val_r"]
+    out["val_metric"] = out[SCHEMES[scheme].select_on]
     return out
 
 
@@ -192,12 +188,13 @@ class Training:
     def __init__(self, model, exp, cfg, train_set, val_set, std, fast, resume, pretrained):
         self.model, self.exp, self.cfg, self.std = model, exp, cfg, std
         self.train_set, self.val_set, self.resume = train_set, val_set, resume
+        kind = kind_of(exp)
         self.gen = torch.Generator().manual_seed(exp.seed)
         self.started = time.perf_counter()
         self.key = resume_key(exp, cfg, len(train_set))
         saved = load_resume(resume, self.key)
         self.record: dict = {"history": [], "pretrain": list(pretrained or [])}
-        if saved is None and pretrained is None and exp.prior == "genn" and cfg.pretrain_epochs:
+        if saved is None and pretrained is None and pretrains_prior(exp) and cfg.pretrain_epochs:
             self.record["pretrain"] = pretrain_prior(
                 model.prior, train_set.x, cfg.pretrain_epochs, cfg.pretrain_lr, cfg.batch_size,
                 self.gen,
@@ -206,7 +203,7 @@ class Training:
             model.prior.requires_grad_(False)
         self.groups = parameter_groups(model, exp, cfg)
         self.schedule = Schedule(
-            cfg, steps_per_epoch(len(train_set), cfg.batch_size), one_pass=exp.solver == "direct"
+            cfg, steps_per_epoch(len(train_set), cfg.batch_size), one_pass=kind.one_pass
         )
         self.runner = make_runner(
             model, self.groups, cfg.schedule[0].lr, train_set.x.device, fast, cfg.cpu_fast,
@@ -217,7 +214,7 @@ class Training:
         self.best = Best(model)
         self.first_epoch = 0 if saved is None else self.restore(saved)
         # the direct row has no prior, so no prior term whatever prior_weight says
-        self.prior_weight = cfg.prior_weight if exp.prior != "none" else 0.0
+        self.prior_weight = cfg.prior_weight if kind.uses_prior else 0.0
 
     def restore(self, saved: dict) -> int:
         """Take up a resume file's state; returns the first epoch still to run."""
@@ -355,7 +352,6 @@ def train(
     ``pretrained``: the pre-training history of a GENN prior already fitted (shared by the rows
     of a seed, ``pipeline.pretrain_genn``); without it a GENN row pre-trains its own prior.
     """
-    exp.check()
     t = Training(model, exp, cfg, train_set, val_set, std, fast, resume, pretrained)
     with t.runner.active():
         for epoch in range(t.first_epoch, cfg.epochs):

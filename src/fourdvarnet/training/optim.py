@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..config import Experiment, TrainConfig
+from ..rows import scheme_of
 
 
 @dataclass
@@ -30,18 +31,11 @@ class Group:
     scale: float = 1.0
 
 
-def learns_prior(exp: Experiment, cfg: TrainConfig) -> bool:
-    """Supervised rows learn a GENN prior, and an ODE prior's parameters when ``learn_ode``."""
-    if exp.scheme != "supervised":
-        return False
-    return exp.prior == "genn" or (exp.prior in ("rk4", "euler") and cfg.learn_ode)
-
-
 def parameter_groups(model: nn.Module, exp: Experiment, cfg: TrainConfig) -> list[Group]:
-    """The groups that have trainable parameters: solver; for supervised rows the prior (when
-    it learns) and the cost weights (when ``learn_lambdas``)."""
+    """The groups that have trainable parameters: the solver; for a scheme that learns the cost
+    (supervised), the prior (when it learns) and the cost weights (when ``learn_lambdas``)."""
     groups = [Group("solver", list(model.solver.parameters()))]
-    if exp.scheme == "supervised":
+    if scheme_of(exp).learns_cost:
         prior = [p for p in model.prior.parameters() if p.requires_grad]
         groups.append(Group("prior", prior, cfg.prior_lr_factor))
         weights = [p for p in model.cost.weight_parameters() if p.requires_grad]

@@ -1,0 +1,112 @@
+"""The row-kind registry: every row the config schema allows has exactly one kind, every other
+combination is refused, and each kind builds, trains and scores as it says."""
+
+import functools
+import itertools
+import re
+
+import pytest
+import torch
+import yaml
+
+from fourdvarnet.config import (
+    PRIORS,
+    SCHEMES,
+    SOLVERS,
+    ConfigError,
+    EvalConfig,
+    Experiment,
+    TrainConfig,
+)
+from fourdvarnet.data import Normalizer
+from fourdvarnet.model import build_model
+from fourdvarnet.pipeline import load_normalised
+from fourdvarnet.rows import KINDS, Inputs, kind_of, learns_prior, pretrains_prior
+
+SCHEMA = "workflow/schemas/config.schema.yaml"
+
+
+@functools.cache
+def _row_pattern() -> re.Pattern:
+    schema = yaml.safe_load(open(SCHEMA))
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "pattern" in node and "direct" in node["pattern"]:
+                found.append(node["pattern"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    assert len(set(found)) == 1, found
+    return re.compile(found[0])
+
+
+ALL = list(itertools.product(SCHEMES, PRIORS, SOLVERS))
+
+
+@pytest.mark.parametrize("scheme,prior,solver", ALL)
+def test_the_registry_holds_exactly_the_rows_the_schema_allows(scheme, prior, solver):
+    row = f"{scheme}-{prior}-{solver}"
+    allowed = bool(_row_pattern().match(row))
+    exp = Experiment("l63", scheme, prior, solver)
+    if allowed:
+        kind = kind_of(exp)
+        assert kind is KINDS[solver]
+        assert kind.trained == (scheme != "none")
+    else:
+        with pytest.raises(ConfigError, match=solver):
+            kind_of(exp)
+
+
+def test_an_unknown_row_kind_is_refused():
+    with pytest.raises(ConfigError, match="solver"):
+        kind_of(Experiment("l63", "none", "rk4", "adam"))
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        "none-rk4-fsgd",
+        "none-rk4-lbfgs",
+        "none-rk4-enks",
+        "unsupervised-rk4-conv",
+        "supervised-genn-lstm",
+        "supervised-none-direct",
+    ],
+)
+def test_each_kind_builds_a_model_that_reconstructs(row, l63_files):
+    test, norm, fill = load_normalised(l63_files["test"])
+    exp = Experiment("l63", *row.split("-"))
+    model = build_model(
+        exp, float(test.attrs["dt"]), norm, fill, None, (0.01, 1.0), evaluate=EvalConfig(),
+        attrs=test.attrs,
+    )  # fmt: skip
+    b = test.subset(torch.arange(4))
+    n_iter, _ = kind_of(exp).budget(exp, EvalConfig())
+    with torch.no_grad():
+        x_hat = model(b.y, b.mask, min(n_iter, 3))
+    assert x_hat.shape == b.x.shape and torch.isfinite(x_hat).all()
+    assert (model.prior is not None) and kind_of(exp).uses_prior == (exp.prior != "none")
+
+
+def test_what_learns_follows_the_scheme_and_the_prior():
+    cfg = TrainConfig()
+    assert learns_prior(Experiment("l63", "supervised", "genn", "conv"), cfg)
+    assert not learns_prior(Experiment("l63", "unsupervised", "genn", "conv"), cfg)
+    assert learns_prior(Experiment("l63", "supervised", "rk4", "conv"), TrainConfig(learn_ode=True))
+    assert not learns_prior(
+        Experiment("l63", "supervised", "rk4", "conv"), TrainConfig(learn_ode=False)
+    )
+    assert pretrains_prior(Experiment("l63", "unsupervised", "genn", "lstm"))
+    assert not pretrains_prior(Experiment("l63", "none", "genn", "fsgd"))  # untrained: no fit
+
+
+def test_the_baselines_that_read_the_data_say_so():
+    exp = Experiment("l63", "none", "rk4", "enks")
+    with pytest.raises(ValueError, match="needs the evaluate settings"):
+        KINDS["enks"].solver(exp, Inputs(0.01, Normalizer(0.0, 1.0), None))
