@@ -7,16 +7,11 @@ it times
 eagerly and on the fast path, and prints both times, their ratio and the peak GPU memory.
 It also checks that both paths give the same loss and the same parameter gradients.
 
-On the CPU (the fast path: the compiled gradient of ``fourdvarnet.fast_cpu``) it times, for each
-system x prior x solver at the paper's batch sizes (L63 128, L96 16) and each ``--n-iter``
-(default 5 and 20), the same training step and a 20-iteration solve of the training batch,
-eager and fast repetitions interleaved (medians, so that their ratio survives a machine shared
-with other work), and prints the compile time of the fast path apart (its first step and first
-solve less warm ones; paid once per system x prior, whose graphs the other rows reuse), the
-ratios and the largest relative parameter-gradient difference, as a markdown table.
+On the CPU, which has no fast path (docs/performance.md), it times the eager step and solve
+only, at the paper's CPU batch sizes (L63 128, L96 16).
 
     python benchmarks/bench_step.py                 # CUDA if available, else CPU
-    python benchmarks/bench_step.py --device cpu --reps 5 --n-iter 5 20
+    python benchmarks/bench_step.py --device cpu --reps 5 --n-iter 5
 """
 
 from __future__ import annotations
@@ -27,7 +22,6 @@ import time
 
 import torch
 
-from fourdvarnet import fast_cpu
 from fourdvarnet.config import DataConfig, Experiment, GennConfig, ModelConfig, ObsConfig
 from fourdvarnet.data import Normalizer, Split, make_splits
 from fourdvarnet.fast import FastSolve, GraphedTrainStep, graphs_available
@@ -120,10 +114,10 @@ def fresh(system, prior, solver, norm, device, seed=0):
     return model.to(device), exp
 
 
-def bench(system, prior, solver, data, test, norm, device, reps, n_iter):
+def bench(system, prior, solver, data, test, norm, device, reps, n_iter, batch=None):
     fast = graphs_available(device)
     out = {}
-    b = data.subset(torch.arange(BATCH[system]))
+    b = data.subset(torch.arange(batch or BATCH[system]))
 
     def make(capturable):
         model, exp = fresh(system, prior, solver, norm, device)
@@ -169,100 +163,11 @@ def bench(system, prior, solver, data, test, norm, device, reps, n_iter):
     return out
 
 
-def max_rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
-    """The largest relative difference ``|a_i - b_i| / |b_i|`` over a list of tensors."""
-    return max(float((x - y).norm() / (y.norm() + 1e-30)) for x, y in zip(a, b, strict=True))
-
-
-def bench_cpu(system, prior, solver, data, norm, reps, n_iter):
-    """Eager against the CPU fast path for one row: times in seconds, compile time apart."""
-    b = data.subset(torch.arange(CPU_BATCH[system]))
-    cpu = torch.device("cpu")
-    runs = []  # (model, optimiser, loss function, fast path on), eager first
-    for on in (False, True):
-        model, _ = fresh(system, prior, solver, norm, cpu)
-        if prior != "genn":  # the supervised ODE rows keep the true model (training.train)
-            model.prior.requires_grad_(False)
-        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-
-        def loss_fn(x, y, mask, model=model):
-            x_hat = model(y, mask, n_iter)
-            return training_loss(model, "supervised", x_hat, x, y, mask, 0.05)
-
-        runs.append((model, opt, loss_fn, on))
-
-    def step(run):
-        return eager_step(run[2], run[1], b)
-
-    @torch.no_grad()
-    def solve(run):
-        return run[0](b.y, b.mask, 20)
-
-    out, grads = {}, []
-    for run in runs:  # the first step (and the compiles) at the same initial weights
-        with fast_cpu.enabled(run[0], run[3]):
-            first = timed(lambda run=run: out.setdefault(run[3], step(run).item()), 1, cpu)
-            grads.append([p.grad.clone() for p in run[0].parameters() if p.grad is not None])
-            first_solve = timed(lambda run=run: solve(run), 1, cpu)
-            if run[3]:
-                warm = timed(lambda run=run: step(run), 1, cpu)
-                warm_solve = timed(lambda run=run: solve(run), 1, cpu)
-                out["compile"] = first - warm + first_solve - warm_solve
-    times = {False: ([], []), True: ([], [])}
-    for _ in range(reps):  # interleaved: eager, fast, eager, fast, ...
-        for run in runs:
-            with fast_cpu.enabled(run[0], run[3]):
-                times[run[3]][0].append(timed(lambda run=run: step(run), 1, cpu))
-                times[run[3]][1].append(timed(lambda run=run: solve(run), 1, cpu))
-    out["train_eager"], out["solve_eager"] = map(statistics.median, times[False])
-    out["train_fast"], out["solve_fast"] = map(statistics.median, times[True])
-    out["check"] = (abs(out[True] - out[False]) / abs(out[False]), max_rel(grads[1], grads[0]))
-    return out
-
-
-def main_cpu(args) -> None:
-    torch._dynamo.config.recompile_limit = 64  # many rows, each its own compiled gradient
-    print(
-        f"device CPU ({torch.backends.cpu.get_cpu_capability()}), torch {torch.__version__}, "
-        f"threads {torch.get_num_threads()}, reps {args.reps} interleaved (medians); "
-        f"solve: 20 iterations on the training batch"
-    )
-    print(
-        "| system | prior | solver | batch | K | train eager | train fast | ratio | solve eager "
-        "| solve fast | ratio | compile | loss / grad rel. diff. |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for system in args.systems:
-        data, norm = make_data(system, CPU_BATCH[system], torch.device("cpu"))
-        for prior in args.priors:
-            for solver in args.solvers:
-                for n_iter in args.n_iter or [5, 20]:
-                    r = bench_cpu(system, prior, solver, data, norm, args.reps, n_iter)
-                    ms = lambda v: f"{v * 1e3:.0f} ms"  # noqa: E731
-                    print(
-                        f"| {system} | {prior} | {solver} | {CPU_BATCH[system]} | {n_iter} "
-                        f"| {ms(r['train_eager'])} | {ms(r['train_fast'])} "
-                        f"| {r['train_eager'] / r['train_fast']:.2f}x "
-                        f"| {ms(r['solve_eager'])} | {ms(r['solve_fast'])} "
-                        f"| {r['solve_eager'] / r['solve_fast']:.2f}x "
-                        f"| {max(r['compile'], 0):.0f} s "
-                        "| {:.0e} / {:.0e} |".format(*r["check"]),
-                        flush=True,
-                    )
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument(
-        "--n-iter",
-        type=int,
-        nargs="+",
-        default=None,
-        help="solver iterations of the train step (CUDA: the first, default 20; CPU: each, "
-        "default 5 and 20)",
-    )
+    ap.add_argument("--n-iter", type=int, default=20, help="solver iterations of the train step")
     ap.add_argument("--systems", nargs="+", default=["l63", "l96"])
     ap.add_argument("--priors", nargs="+", default=["rk4", "genn"])
     ap.add_argument("--solvers", nargs="+", default=["conv", "lstm"])
@@ -273,11 +178,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if device.type == "cpu":
-        main_cpu(args)
-        return
-    args.n_iter = (args.n_iter or [20])[0]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    sizes = BATCH if graphs_available(device) else CPU_BATCH
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (eager only)"
     print(
         f"device {name}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
         f"train step with {args.n_iter} solver iterations, test solve with 20"
@@ -289,17 +191,20 @@ def main() -> None:
     )
     print(head)
     for system in args.systems:
-        data, norm = make_data(system, BATCH[system], device)
+        batch = sizes[system]
+        data, norm = make_data(system, batch, device)
         test = Split(
             *(
-                t.repeat(TEST[system] // BATCH[system] + 1, 1, 1)[: TEST[system]]
+                t.repeat(TEST[system] // batch + 1, 1, 1)[: TEST[system]]
                 for t in (data.x, data.y, data.mask)
             ),
             data.attrs,
         )
         for prior in args.priors:
             for solver in args.solvers:
-                r = bench(system, prior, solver, data, test, norm, device, args.reps, args.n_iter)
+                r = bench(
+                    system, prior, solver, data, test, norm, device, args.reps, args.n_iter, batch
+                )
                 tf, sf = r.get("train_fast"), r.get("solve_fast")
                 fmt = lambda v: f"{v * 1e3:9.1f} ms" if v else "        -  "  # noqa: E731
                 ratio = lambda a, b: f"{a / b:5.1f}x" if b else "    - "  # noqa: E731
@@ -310,7 +215,7 @@ def main() -> None:
                 )
                 chk = "{:.0e}/{:.0e}".format(*r["check"]) if "check" in r else "-"
                 print(
-                    f"{system:6} {prior:5} {solver:6} {BATCH[system]:5d} "
+                    f"{system:6} {prior:5} {solver:6} {batch:5d} "
                     f"{fmt(r['train_eager']):>12} {fmt(tf):>11} {ratio(r['train_eager'], tf)} "
                     f"{fmt(r['solve_eager']):>12} {fmt(sf):>11} {ratio(r['solve_eager'], sf)} "
                     f"{mem:>12} {chk:>16}",

@@ -211,3 +211,26 @@ def test_figures_stage(config_file, tmp_path, l63_files, keep_logging, capsys):
     with pytest.raises(SystemExit):  # the config has no figures.fig3 rows
         main([*common, *fig[:2], "fig3", *fig[3:]])
     assert "no rows under figures.fig3" in capsys.readouterr().err
+
+
+def test_set_overrides_a_value_after_the_preset_and_evaluate_scores_the_val_split(
+    config_file, tmp_path, keep_logging
+):
+    cfg = load_config(config_file, None, ["data.l63.seed=9", "evaluate.l63.fsgd.n_iter=7"])
+    assert cfg["data"]["l63"]["seed"] == 9  # over the preset's 4
+    assert cfg["evaluate"]["l63"]["fsgd"]["n_iter"] == 7
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        load_config(config_file, None, ["evaluate.l63.fsgd.n_iter"])
+    data = tmp_path / "data"
+    main(["--config", str(config_file), "simulate", "--system", "l63", "--out-dir", str(data)])
+    out, scores = tmp_path / "val.nc", tmp_path / "val.json"
+    main([
+        "--config", str(config_file), "--set", "evaluate.l63.fsgd.n_iter=7", "evaluate",
+        "--system", "l63", "--row", "none-rk4-fsgd", "--data-dir", str(data), "--split", "val",
+        "--out", str(out), "--scores", str(scores),
+    ])  # fmt: skip
+    assert json.loads(scores.read_text())["n_iter"] == 7
+    with xr.open_dataset(out) as ds, xr.open_dataset(data / "l63_val.nc") as val:
+        assert ds.sizes["sample"] == val.sizes["sample"] == 16
+        assert ds.iteration.values[-1] == 7
+        assert abs(ds.x.values - val.x.values).max() < 1e-4  # the val windows, decoded

@@ -179,7 +179,7 @@ def test_the_code_defaults_are_config_yaml_values():
 
 #: Every name ``fourdvarnet.config`` exported as one module (before its split into a package).
 CONFIG_NAMES = (
-    "PRIORS UPSAMPLE SOLVERS SCHEMES GRAD_NORMS CPU_FAST DECAYS "
+    "PRIORS UPSAMPLE SOLVERS SCHEMES GRAD_NORMS DECAYS "
     "LAMBDA_PARAMS ConfigError from_dict as_dict ObsConfig DataConfig GennConfig DirectConfig "
     "ModelConfig Stage TrainConfig FsgdConfig LbfgsConfig EnksConfig BayesConfig EvalConfig "
     "Experiment stages train_config row_train system_train check_train_rows "

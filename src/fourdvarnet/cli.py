@@ -42,15 +42,33 @@ def find_config(path: str | Path | None) -> Path:
     sys.exit(f"fourdvarnet: error: no config file found (tried {names}); use --config PATH")
 
 
-def load_config(path: str | Path, preset: str | None = None) -> dict:
+def load_config(path: str | Path, preset: str | None = None, sets: list[str] = ()) -> dict:
+    """The config file with ``preset`` applied, then the ``KEY=VALUE`` overrides of ``sets``
+    (``KEY`` a dotted path, ``VALUE`` read as YAML), as Snakemake's ``--config`` would."""
     from .config import check_train_rows, resolve_preset
 
     raw = yaml.safe_load(Path(path).read_text())
     if preset:
         raw["preset"] = preset
-    cfg = resolve_preset(raw)
+    cfg = resolve_preset(raw, dotted_overrides(sets))
     check_train_rows(cfg)
     return cfg
+
+
+def dotted_overrides(sets: list[str]) -> dict:
+    """``['evaluate.l63.lbfgs.n_iter=1000']`` -> ``{'evaluate': {'l63': {'lbfgs': {'n_iter':
+    1000}}}}``."""
+    out: dict = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"fourdvarnet: error: --set {item!r}: expected KEY=VALUE")
+        *path, last = key.split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(value)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"workflow config (default: ./config.yaml if it exists, else {REPO_CONFIG})",
     )
     ap.add_argument("--preset", default=None, help="preset to apply (default: the config's)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value after the preset, e.g. evaluate.l63.lbfgs.n_iter=1000 "
+        "(repeatable; VALUE read as YAML)",
+    )
     ap.add_argument(
         "--threads",
         type=int,
@@ -95,6 +121,12 @@ def _add_stages(sub) -> None:
         if name == "evaluate":
             s.add_argument("--checkpoint", default=None, help="the learned row's checkpoint")
             s.add_argument("--scores", required=True, help="JSON file of the scores")
+            s.add_argument(
+                "--split",
+                default="test",
+                choices=("test", "val"),
+                help="the split to score (val: to choose a setting without the test split)",
+            )
 
     s = sub.add_parser("table", help="gather score files into a table with the paper's numbers")
     s.add_argument("--system", required=True)
@@ -143,7 +175,7 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace, pipeline, config
 
         write_table(args.scores, args.system, args.out)
         return
-    cfg = load_config(config, args.preset)
+    cfg = load_config(config, args.preset, args.set)
     system = args.system or FIGURE_SYSTEMS[args.figure]
     if system not in cfg["data"]:
         ap.error(f"--system {system!r}: the config defines {sorted(cfg['data'])}")
@@ -176,7 +208,7 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace, pipeline, config
             args.row,
             system,
             args.seed,
-            data_dir / f"{system}_test.nc",
+            data_dir / f"{system}_{args.split}.nc",
             cfg["model"][system],
             cfg["evaluate"][system],
             args.out,

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from . import __version__, fast_cpu
+from . import __version__
 from .config import EvalConfig, Experiment, as_dict
 from .data import Normalizer, Split, git_commit, to_dataset
 from .fast import FastSolve, graphs_available
@@ -86,17 +86,14 @@ def run_solver(
     scorer: Scorer,
     record_at: np.ndarray,
     device: torch.device,
-    cpu_fast: str = "auto",
 ):
     """Solve every test batch; returns ``x_hat`` (normalised, CPU), the pathway means, the
     per-window FSGD steps (None for other solvers) and the posterior standard deviation of
     ``x_hat`` (normalised units, CPU) for a solver that gives one as ``last_std`` (else None).
 
     Long solves (the FSGD baseline's many thousand iterations) log their progress at recorded
-    iterations, at most once every ``PROGRESS_SECONDS``. On CUDA the learned solvers replay
-    CUDA graphs; on the CPU they take the compiled gradient of ``fast_cpu`` as ``cpu_fast``
-    says (``auto``: at least ``fast_cpu.MIN_ITERATIONS`` batches x iterations, which one solve
-    of a test split never reaches, so evaluation jobs stay eager unless asked).
+    iterations, at most once every ``PROGRESS_SECONDS``. On CUDA the gradient-based solvers
+    replay CUDA graphs; on the CPU they run eager.
     """
     model.to(device).eval()
     fast = graphs_available(device) and isinstance(model.solver, Solver)
@@ -104,22 +101,18 @@ def run_solver(
     parts = batches(len(test), batch_size, None)
     pathway = Pathway(record_at, scorer, n_iter, len(parts))
     outs, steps, stds = [], [], []
-    cpu = not fast and fast_cpu.wanted(cpu_fast, device, model, len(parts) * n_iter)
-    if cpu:  # a short last batch padded to the compiled shape
-        solve = fast_cpu.PaddedSolve(model)
-    with fast_cpu.enabled(model, cpu):  # the eager gradient is back after it
-        for j, idx in enumerate(parts):
-            b = test.subset(idx).to(device)
-            record = pathway.callback(b, j)
-            with torch.no_grad():
-                record(0, model.initial_state(b.y, b.mask))
-                x_hat = solve(b.y, b.mask, n_iter, callback=record)
-            scorer.add(x_hat, b.x, b.y, b.mask)
-            outs.append(x_hat.cpu())
-            if getattr(model.solver, "last_step", None) is not None:
-                steps.append(model.solver.last_step.flatten().cpu())
-            if getattr(model.solver, "last_std", None) is not None:
-                stds.append(model.solver.last_std.cpu())
+    for j, idx in enumerate(parts):
+        b = test.subset(idx).to(device)
+        record = pathway.callback(b, j)
+        with torch.no_grad():
+            record(0, model.initial_state(b.y, b.mask))
+            x_hat = solve(b.y, b.mask, n_iter, callback=record)
+        scorer.add(x_hat, b.x, b.y, b.mask)
+        outs.append(x_hat.cpu())
+        if getattr(model.solver, "last_step", None) is not None:
+            steps.append(model.solver.last_step.flatten().cpu())
+        if getattr(model.solver, "last_std", None) is not None:
+            stds.append(model.solver.last_std.cpu())
     steps = torch.cat(steps) if steps else None
     stds = torch.cat(stds) if stds else None
     return torch.cat(outs), pathway.r / len(test), pathway.u / len(test), steps, stds
@@ -134,11 +127,8 @@ def evaluate(
     cfg: EvalConfig,
     device: torch.device,
     extra_attrs: dict | None = None,
-    cpu_fast: str = "auto",
 ):
-    """Score ``model`` on the (normalised) test split; returns ``(dataset, scores)``.
-
-    ``cpu_fast``: the CPU fast path of the learned solvers (``run_solver``)."""
+    """Score ``model`` on the (normalised) test split; returns ``(dataset, scores)``."""
     kind = kind_of(exp)
     n_iter, batch_size = kind.budget(exp, cfg)
     scorer = Scorer(
@@ -150,7 +140,7 @@ def evaluate(
     record_at = record_iterations(n_iter, log_spaced=n_iter > 100)
     t0 = time.perf_counter()
     x_hat, path_r, path_u, steps, x_std = run_solver(
-        model, test, n_iter, batch_size, scorer, record_at, device, cpu_fast
+        model, test, n_iter, batch_size, scorer, record_at, device
     )
     seconds = time.perf_counter() - t0
     scores = scorer.result()

@@ -68,9 +68,6 @@ class Solver(nn.Module):
         self.grad_norm = grad_norm
         #: with ``learn_step``, every step ``update`` takes is scaled by ``exp(log_step)``
         self.log_step = nn.Parameter(torch.zeros(())) if learn_step else None
-        #: ``(cost, x, y, mask) -> g`` replacing the autograd gradient of U (the CPU fast path
-        #: sets it for a while, ``fast_cpu.enable``); None: the eager reference
-        self.grad_fn: Callable | None = None
 
     @property
     def carries_norm(self) -> bool:
@@ -91,14 +88,11 @@ class Solver(nn.Module):
         first iteration). With gradients enabled the step stays differentiable (double backward).
         """
         train = torch.is_grad_enabled()
-        if self.grad_fn is None:
-            with torch.enable_grad():
-                if not x.requires_grad:
-                    x = x.requires_grad_(True)
-                u = cost(x, y, mask).sum()
-                (g,) = torch.autograd.grad(u, x, create_graph=train)
-        else:  # the CPU fast path (fourdvarnet.fast_cpu): a compiled gradient
-            g = self.grad_fn(cost, x, y, mask)
+        with torch.enable_grad():
+            if not x.requires_grad:
+                x = x.requires_grad_(True)
+            u = cost(x, y, mask).sum()
+            (g,) = torch.autograd.grad(u, x, create_graph=train)
         g, norm = normalise_gradient(g, norm, self.grad_norm)
         x = x if train else x.detach()
         new, state = self.update(x, g, state)

@@ -33,11 +33,10 @@ from .presets import (
     schema_error,
     system_train,
 )
-from .train import CPU_FAST, DECAYS, LAMBDA_PARAMS, Stage, TrainConfig
+from .train import DECAYS, LAMBDA_PARAMS, Stage, TrainConfig
 
 __all__ = [
     "BayesConfig",
-    "CPU_FAST",
     "ConfigError",
     "DECAYS",
     "DataConfig",

@@ -38,7 +38,7 @@ class FsgdConfig:
 class LbfgsConfig:
     """Weak-constraint 4D-Var by L-BFGS: the same cost as FSGD (true RK4 prior, FSGD's weights)."""
 
-    n_iter: int = 1000
+    n_iter: int = 194
     history: int = 20
     batch_size: int = 2000
 

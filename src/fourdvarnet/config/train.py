@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 
 from .base import _check
 
-#: ``train.<system>.cpu_fast``: the CPU fast path (``fast_cpu.wanted``).
-CPU_FAST = ("auto", "on", "off")
 #: ``train.<system>.decay``: the learning rate within each schedule stage: constant (``none``,
 #: the paper's) or times a cosine from 1 down to ``min_lr_factor`` over the whole training.
 DECAYS = ("none", "cosine")
@@ -64,8 +62,6 @@ class TrainConfig:
     pretrain_lr: float = 1e-3
     val_n_iter: int = 20  # solver iterations when scoring the validation split
     device: str = "auto"
-    # CPU fast path (compiled gradient of U, fast_cpu): auto (long ODE-prior jobs), on, off
-    cpu_fast: str = "auto"
     # recipe options beyond the paper (off by default, README "Training recipe")
     warmup_steps: int = 0  # the rate ramped linearly from 0 over the first optimiser steps
     decay: str = "none"  # one of DECAYS
@@ -82,18 +78,8 @@ class TrainConfig:
     # of the truth's variance (collapsed to a constant; 0: no check)
     collapse_ratio: float = 1e-3
 
-    def __post_init__(self) -> None:
-        if isinstance(self.cpu_fast, bool):  # YAML 1.1 reads unquoted on/off as booleans
-            self.cpu_fast = "on" if self.cpu_fast else "off"
-
     def check(self, where: str) -> None:
         _check(self.epochs >= 1, f"{where}.epochs", self.epochs, "must be >= 1")
-        _check(
-            self.cpu_fast in CPU_FAST,
-            f"{where}.cpu_fast",
-            self.cpu_fast,
-            f"expected one of {CPU_FAST}",
-        )
         _check(self.batch_size >= 1, f"{where}.batch_size", self.batch_size, "must be >= 1")
         _check(
             len(self.schedule) >= 1 and self.schedule[0].epoch == 0,

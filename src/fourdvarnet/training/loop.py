@@ -32,7 +32,7 @@ from ..cost import prior_term
 from ..data import Split
 from ..model import FourDVarNet
 from ..rows import SCHEMES, kind_of, learns_prior, pretrains_prior
-from .optim import Schedule, parameter_groups, set_lr, stage_at
+from .optim import Schedule, parameter_groups, set_lr
 from .resume import load_resume, resume_key, save_resume
 from .steps import make_runner
 
@@ -135,14 +135,6 @@ def validate(
     return out
 
 
-def solver_iterations(cfg: TrainConfig, n_train: int) -> int:
-    """Solver iterations on a batch over a whole training (steps x the schedule's ``n_iter``),
-    the size of the job by which ``cpu_fast: auto`` decides (``fast_cpu.MIN_ITERATIONS``)."""
-    return steps_per_epoch(n_train, cfg.batch_size) * sum(
-        stage_at(cfg, epoch).n_iter for epoch in range(cfg.epochs)
-    )
-
-
 def flattened(metrics: list[float], tol: float) -> bool:
     """Whether the best of ``metrics`` (lower is better) improved by less than the fraction
     ``tol`` over the last quarter of them (from 4 values on)."""
@@ -206,9 +198,8 @@ class Training:
             cfg, steps_per_epoch(len(train_set), cfg.batch_size), one_pass=kind.one_pass
         )
         self.runner = make_runner(
-            model, self.groups, cfg.schedule[0].lr, train_set.x.device, fast, cfg.cpu_fast,
-            solver_iterations(cfg, len(train_set)), cfg.clip_grad_norm,
-        )  # fmt: skip
+            model, self.groups, cfg.schedule[0].lr, train_set.x.device, fast, cfg.clip_grad_norm
+        )
         self.record["fast_path"] = self.runner.name
         log.info("fast path: %s", self.runner.name)
         self.best = Best(model)
@@ -341,9 +332,7 @@ def train(
 
     Returns the training record: per-epoch history, the best epoch and its validation metrics
     (R-scores in physical units through ``std``). With ``fast`` the steps run on the fastest
-    runner of ``training.steps`` (CUDA graphs on a CUDA device; on the CPU the compiled gradient
-    where ``cfg.cpu_fast`` asks for it, ``auto``: ODE priors, jobs of
-    ``fast_cpu.MIN_ITERATIONS``).
+    runner of ``training.steps`` (CUDA graphs on a CUDA device; eager on the CPU).
 
     With ``resume`` (a path), the state after each completed epoch is written there
     (``training.resume``), and a training that finds such a file of the same row and config

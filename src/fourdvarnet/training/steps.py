@@ -1,4 +1,4 @@
-"""One training step and the validation solve, behind one interface with three runners.
+"""One training step and the validation solve, behind one interface with two runners.
 
 A runner owns the optimiser and takes a step: ``runner.step(loss_fn, (x, y, mask), key)`` runs
 ``loss_fn`` on the batch, back-propagates, and updates the parameters; ``key`` changes whenever
@@ -7,9 +7,7 @@ runner needs to know. ``runner.solve`` replaces ``model(y, mask, n_iter)`` in th
 validation solves (None: the model itself), and ``runner.active()`` is the block in which its
 steps and solves run.
 
-* ``EagerRunner``: the reference, eager PyTorch;
-* ``CompiledCPURunner``: the same steps with the learned solver's gradient of U_Phi compiled
-  (``fourdvarnet.fast_cpu``), its validation batches padded to the compiled shape;
+* ``EagerRunner``: the reference, eager PyTorch (the CPU's only runner);
 * ``GraphedRunner``: each step replays a CUDA graph (``fourdvarnet.fast``), captured again when
   ``key`` changes; its validation solves replay graphed solver iterations.
 
@@ -23,7 +21,6 @@ import contextlib
 import torch
 from torch import nn
 
-from .. import fast_cpu
 from ..fast import FastSolve, GraphedTrainStep, graphs_available
 from ..solvers import Solver
 from .optim import Group, clip, make_optimizer
@@ -49,19 +46,6 @@ class EagerRunner:
         clip(self.groups, self.max_norm)
         self.opt.step()
         return loss.detach()
-
-
-class CompiledCPURunner(EagerRunner):
-    """Eager steps whose learned solver takes the compiled gradient of U_Phi (CPU)."""
-
-    name = "cpu_compiled"
-
-    def __init__(self, model: nn.Module, groups: list[Group], lr: float, max_norm: float = 0.0):
-        super().__init__(model, groups, lr, max_norm)
-        self.solve = fast_cpu.PaddedSolve(model)
-
-    def active(self):
-        return fast_cpu.enabled(self.model)  # the eager gradient is back after the block
 
 
 class GraphedRunner(EagerRunner):
@@ -95,18 +79,11 @@ def make_runner(
     lr: float,
     device: torch.device,
     fast: bool = True,
-    cpu_fast: str = "off",
-    iterations: int = 0,
     max_norm: float = 0.0,
 ):
     """The runner of a training on ``device``: with ``fast``, CUDA graphs for a gradient-based
-    solver on CUDA, else the compiled CPU gradient where ``cpu_fast`` asks for it
-    (``fast_cpu.wanted``, which sizes the job by ``iterations``), else eager. Its steps clip
-    the gradient norm to ``max_norm`` (0: no clipping)."""
-    if fast and graphs_available(device) and isinstance(model.solver, Solver):
-        kind = GraphedRunner
-    elif fast and fast_cpu.wanted(cpu_fast, device, model, iterations):
-        kind = CompiledCPURunner
-    else:
-        kind = EagerRunner
+    solver on CUDA, else eager. Its steps clip the gradient norm to ``max_norm`` (0: no
+    clipping)."""
+    fast = fast and graphs_available(device) and isinstance(model.solver, Solver)
+    kind = GraphedRunner if fast else EagerRunner
     return kind(model, groups, lr, max_norm)
