@@ -1,5 +1,5 @@
 # Two commands do everything, set-up included (Python >= 3.10); a third only sets up:
-#   make quick   # the quick preset: both tables and all figures on a CPU (about 7 min on 2 cores:
+#   make quick   # the quick preset: both tables and all figures on a CPU (about 6 min on 2 cores:
 #                # reference/quick/run-info.txt)
 #   make test    # the test suite
 #   make setup   # the set-up alone: .venv with torch and the project, nothing run

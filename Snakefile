@@ -1,7 +1,7 @@
 # Learned variational data assimilation (Fablet et al., JAMES 2021): one DAG from the twin
 # experiment data to Tables 1-2 and Figures 2-4.
 #
-#   snakemake --config preset=quick          # both tables and all figures, CPU, about 7 min
+#   snakemake --config preset=quick          # both tables and all figures, CPU, about 6 min
 #   snakemake results/table1.csv             # the paper preset (GPU recommended)
 #   snakemake --workflow-profile profiles/slurm ...   # on a SLURM cluster
 

@@ -286,7 +286,7 @@ QUOTED = [
             (Q63, "none-rk4-fsgd", "fourdvar_score_mean", "1.1e-2"),
             (Q63, "none-rk4-fsgd", "paper_fourdvar_score", "7.7e-3"),
             (Q96, "none-rk4-fsgd", "r_score_mean", "1.96"),
-            (Q96, "none-rk4-lbfgs", "r_score_mean", "1.15"),
+            (Q96, "none-rk4-lbfgs", "r_score_mean", "1.14"),
             (Q96, "none-rk4-enks", "r_score_mean", "0.81"),
             (Q96, "supervised-rk4-conv", "r_score_mean", "2.10"),
             (Q96, "supervised-rk4-lstm", "r_score_mean", "1.74"),

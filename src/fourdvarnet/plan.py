@@ -159,7 +159,7 @@ def plan_warning(
             f"  {estimate_line(est, cores)}",
             "  Alternatives:",
             "    --config preset=quick              every table and figure on small data, "
-            "about 7 min on 2 cores (reference/quick/run-info.txt)",
+            "about 6 min on 2 cores (reference/quick/run-info.txt)",
             "    a machine with a CUDA GPU          (device: auto uses it)",
             "    --workflow-profile profiles/slurm  the jobs on a SLURM cluster's GPU nodes",
             "  Ctrl-C stops the run; finished jobs are kept. (Estimate: fourdvarnet.plan, from "
@@ -187,7 +187,7 @@ def unnamed_preset_stop(
             f"  {estimate_line(est, cores)}",
             "  Name a preset to run:",
             "    snakemake --config preset=quick   every table and figure on small data "
-            "(about 7 min on 2 cores, reference/quick/run-info.txt)",
+            "(about 6 min on 2 cores, reference/quick/run-info.txt)",
             "    snakemake --config preset=cpu     Table 1 and Figures 2-3 at the paper's L63 "
             "size (about 85 min on 2 cores, reference/cpu/run-info.txt)",
             f"    snakemake --config preset={est.preset}   this run, as asked",
