@@ -16,6 +16,7 @@ from fourdvarnet.config import (
     ConfigError,
     EvalConfig,
     Experiment,
+    LbfgsConfig,
     TrainConfig,
 )
 from fourdvarnet.data import Normalizer
@@ -110,3 +111,12 @@ def test_the_baselines_that_read_the_data_say_so():
     exp = Experiment("l63", "none", "rk4", "enks")
     with pytest.raises(ValueError, match="needs the evaluate settings"):
         KINDS["enks"].solver(exp, Inputs(0.01, Normalizer(0.0, 1.0), None))
+
+
+def test_the_lbfgs_row_takes_its_memory_from_the_evaluation_settings():
+    exp = Experiment("l63", "none", "rk4", "lbfgs")
+    inputs = Inputs(
+        0.01, Normalizer(0.0, 1.0), None, evaluate=EvalConfig(lbfgs=LbfgsConfig(history=7))
+    )
+    assert KINDS["lbfgs"].solver(exp, inputs).history == 7
+    assert KINDS["lbfgs"].solver(exp, Inputs(0.01, Normalizer(0.0, 1.0), None)).history == 20

@@ -207,18 +207,16 @@ class RowKind:
 
     @property
     def trained(self) -> bool:
-        return self.schemes != ("none",)
+        return self.schemes != NOT_TRAINED
 
 
+NOT_TRAINED = ("none",)
+_DIVERGED = "the {solver!r} solver diverged; check evaluate.{system}"
 _LEARNED = RowKind(
     "learned", ("unsupervised", "supervised"), LEARNED_PRIORS, _built_prior, _learned_solver,
     _learned_budget,
-    "the learned solver diverged at test time; lower evaluate.{system}.n_iter (towards the "
-    "training schedule's n_iter) or see its training log",
-)  # fmt: skip
-_VARIATIONAL = RowKind(
-    "variational", ("none",), LEARNED_PRIORS, _baseline_prior, _classic_solver, _iterations,
-    "the {solver!r} solver diverged; check evaluate.{system}",
+    diverges="the learned solver diverged at test time; lower evaluate.{system}.n_iter (towards "
+    "the training schedule's n_iter) or see its training log",
 )  # fmt: skip
 
 #: Solver -> its row kind.
@@ -227,51 +225,39 @@ KINDS: dict[str, RowKind] = {
     "lstm": _LEARNED,
     "fsgd": RowKind(
         "variational",
-        ("none",),
+        NOT_TRAINED,
         LEARNED_PRIORS,
         _baseline_prior,
         _classic_solver,
         _iterations,
-        "fixed-step gradient descent diverged: its step is too large for the cost's curvature; "
-        "lower evaluate.{system}.fsgd.step",
-    ),  # fmt: skip
+        diverges="fixed-step gradient descent diverged: its step is too large for the cost's "
+        "curvature; lower evaluate.{system}.fsgd.step",
+    ),
     "fixed_point": RowKind(
         "variational",
-        ("none",),
+        NOT_TRAINED,
         LEARNED_PRIORS,
         _baseline_prior,
         _classic_solver,
         _iterations,
-        "the fixed-point iterations diverged; lower evaluate.{system}.fixed_point_iter or check "
-        "the prior",
-    ),  # fmt: skip
+        diverges="the fixed-point iterations diverged; lower evaluate.{system}.fixed_point_iter "
+        "or check the prior",
+    ),
     "lbfgs": RowKind(
-        "variational",
-        ("none",),
-        ("rk4",),
-        _baseline_prior,
-        _classic_solver,
-        _iterations,
-        _VARIATIONAL.diverges,
-    ),  # fmt: skip
+        "variational", NOT_TRAINED, ("rk4",), _baseline_prior, _lbfgs, _iterations, _DIVERGED
+    ),
     "enks": RowKind(
         "ensemble",
-        ("none",),
+        NOT_TRAINED,
         ("rk4",),
         _true_prior,
         _ensemble_smoother,
         _ensemble_budget,
-        _VARIATIONAL.diverges,
-    ),  # fmt: skip
+        _DIVERGED,
+    ),
     "bayes": RowKind(
-        "posterior",
-        ("none",),
-        ("rk4",),
-        _true_prior,
-        _posterior_mean,
-        _whole_split,
-        _VARIATIONAL.diverges,
-    ),  # fmt: skip
+        "posterior", NOT_TRAINED, ("rk4",), _true_prior, _posterior_mean, _whole_split, _DIVERGED
+    ),
     "direct": RowKind(
         "direct",
         ("supervised",),
@@ -279,10 +265,10 @@ KINDS: dict[str, RowKind] = {
         _true_prior,
         _direct_solver,
         _one_pass,
-        "the direct CNN's output is not finite; see its training log",
+        diverges="the direct CNN's output is not finite; see its training log",
         uses_prior=False,
         one_pass=True,
-    ),  # fmt: skip
+    ),
 }
 DIRECT_ROW = "supervised-none-direct"
 
@@ -337,5 +323,5 @@ def pretrains_prior(exp: Experiment) -> bool:
 
 def divergence_cause(solver: str, system: str) -> str:
     """The likely cause of non-finite scores of a row with ``solver``."""
-    kind = KINDS.get(solver, _VARIATIONAL)
-    return kind.diverges.format(system=system, solver=solver)
+    diverges = KINDS[solver].diverges if solver in KINDS else _DIVERGED
+    return diverges.format(system=system, solver=solver)
