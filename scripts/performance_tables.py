@@ -18,7 +18,7 @@ which makes REPRODUCTION.md's tables the same way.
 
 from __future__ import annotations
 
-import argparse
+import functools
 import importlib.util
 import re
 import sys
@@ -41,7 +41,9 @@ HEADERS = (
 )  # fmt: skip
 
 
+@functools.cache
 def _reproduction_tables():
+    """``scripts/reproduction_tables.py``, whose functions find, rewrite and check the blocks."""
     spec = importlib.util.spec_from_file_location(
         "reproduction_tables", REPO / "scripts" / "reproduction_tables.py"
     )
@@ -80,7 +82,7 @@ def render(csv_path: str | Path) -> str:
 
 def body(csv_path: str | Path) -> str:
     """What a block holds between its markers: the table between two blank lines."""
-    return "\n" + render(csv_path) + "\n"
+    return _reproduction_tables().body(csv_path, render)
 
 
 def update(text: str):
@@ -93,30 +95,10 @@ def blocks(text: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("doc", nargs="?", type=Path, default=DOC, help="default: %(default)s")
-    parser.add_argument(
-        "--check", action="store_true", help="change nothing; exit 1 if a block differs"
-    )
-    args = parser.parse_args(argv)
-    text = args.doc.read_text(encoding="utf-8")
-    try:
-        new, changed = update(text)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"{args.doc}: {e}", file=sys.stderr)
-        return 2
-    if args.check:
-        for b in changed:
-            print(f"{args.doc}:{b.line}: block {b.csv} differs from its CSV")
-        if changed:
-            print(f"to regenerate: python scripts/performance_tables.py {args.doc}")
-            return 1
-        print(f"{args.doc}: {len(blocks(text))} timings block(s) agree with their CSV")
-        return 0
-    if changed:
-        args.doc.write_text(new, encoding="utf-8")
-    print(f"{args.doc}: {len(changed)} of {len(blocks(text))} timings block(s) regenerated")
-    return 0
+    return _reproduction_tables().command(
+        argv, __doc__.split("\n\n")[0], DOC, "timings", "scripts/performance_tables.py",
+        root=REPO, render=body, start_marker=START, end_marker=END, show_diff=False,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

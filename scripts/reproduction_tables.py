@@ -152,9 +152,10 @@ def render(csv_path: str | Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def body(csv_path: str | Path) -> str:
-    """What a block holds between its markers: the table between two blank lines."""
-    return "\n" + render(csv_path) + "\n"
+def body(csv_path: str | Path, table=None) -> str:
+    """What a block holds between its markers: the table of ``csv_path`` (``table``, default
+    :func:`render`) between two blank lines."""
+    return "\n" + (table or render)(csv_path) + "\n"
 
 
 class Block(NamedTuple):
@@ -207,41 +208,62 @@ def update(
     return "".join(out), changed
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("doc", nargs="?", type=Path, default=DOC, help="default: REPRODUCTION.md")
+def command(
+    argv: list[str] | None,
+    description: str,
+    default_doc: Path,
+    noun: str,
+    script: str,
+    root: Path | None = None,
+    render=body,
+    start_marker: re.Pattern = START,
+    end_marker: str = END,
+    show_diff: bool = True,
+) -> int:
+    """The command line of a script that generates a document's marked blocks: rewrite them,
+    or with ``--check`` report those that differ from their CSV (exit 1). CSV paths are
+    relative to ``root`` (default: the document's folder); ``noun`` names the blocks in the
+    messages (e.g. ``table``), ``script`` the command that regenerates them."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "doc", nargs="?", type=Path, default=default_doc, help="default: %(default)s"
+    )
     parser.add_argument(
         "--check", action="store_true", help="change nothing; exit 1 if a block differs"
     )
     args = parser.parse_args(argv)
-    root = args.doc.resolve().parent
+    root = root or args.doc.resolve().parent
     try:
         name = args.doc.resolve().relative_to(Path.cwd())
     except ValueError:
         name = args.doc
     text = args.doc.read_text(encoding="utf-8")
     try:
-        new, changed = update(text, root)
+        new, changed = update(text, root, render, start_marker, end_marker)
     except (ValueError, FileNotFoundError) as e:
         print(f"{name}: {e}", file=sys.stderr)
         return 2
-    n = len(blocks(text))
+    n = len(blocks(text, start_marker, end_marker))
     if args.check:
         for b in changed:
             print(f"{name}:{b.line}: block {b.csv} differs from its CSV")
-            old_lines = b.content.splitlines()
-            new_lines = body(root / b.csv).splitlines()
-            diff = difflib.unified_diff(old_lines, new_lines, "document", "CSV", lineterm="", n=0)
-            print("\n".join(f"    {d}" for d in diff))
+            if show_diff:
+                old, new_lines = b.content.splitlines(), render(root / b.csv).splitlines()
+                diff = difflib.unified_diff(old, new_lines, "document", "CSV", lineterm="", n=0)
+                print("\n".join(f"    {d}" for d in diff))
         if changed:
-            print(f"to regenerate them: python scripts/reproduction_tables.py {name}")
+            print(f"to regenerate them: python {script} {name}")
             return 1
-        print(f"{name}: {n} table block(s) agree with their CSVs")
+        print(f"{name}: {n} {noun} block(s) agree with their CSVs")
         return 0
     if changed:
         args.doc.write_text(new, encoding="utf-8")
-    print(f"{name}: {len(changed)} of {n} table block(s) regenerated")
+    print(f"{name}: {len(changed)} of {n} {noun} block(s) regenerated")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command(argv, __doc__.split("\n\n")[0], DOC, "table", "scripts/reproduction_tables.py")
 
 
 if __name__ == "__main__":

@@ -42,11 +42,6 @@ def record_iterations(n_iter: int, log_spaced: bool, n_points: int = 60) -> np.n
     return np.concatenate([[0], pts[pts <= n_iter]])
 
 
-def solve_budget(exp: Experiment, cfg: EvalConfig) -> tuple[int, int]:
-    """Iterations and batch size of the solve that scores row ``exp`` (its kind's budget)."""
-    return kind_of(exp).budget(exp, cfg)
-
-
 class Pathway:
     """The energy pathway: the summed R-score and 4DVar-score of the reconstructions at the
     iterations ``record_at``, over every batch; ``progress`` logs a line at most once every

@@ -189,7 +189,7 @@ def unnamed_preset_stop(
             "    snakemake --config preset=quick   every table and figure on small data "
             "(about 6 min on 2 cores, reference/quick/run-info.txt)",
             "    snakemake --config preset=cpu     Table 1 and Figures 2-3 at the paper's L63 "
-            "size (about 85 min on 2 cores, reference/cpu/run-info.txt)",
+            "size (about 83 min on 2 cores, reference/cpu/run-info.txt)",
             f"    snakemake --config preset={est.preset}   this run, as asked",
         ]
     )

@@ -219,33 +219,31 @@ _LEARNED = RowKind(
     "the training schedule's n_iter) or see its training log",
 )  # fmt: skip
 
+
+def _variational(priors: tuple[str, ...], solver, diverges: str = _DIVERGED) -> RowKind:
+    """A classic minimiser of the cost with the baselines' prior, untrained, its own iterations."""
+    return RowKind(
+        "variational", NOT_TRAINED, priors, _baseline_prior, solver, _iterations, diverges
+    )
+
+
 #: Solver -> its row kind.
 KINDS: dict[str, RowKind] = {
     "conv": _LEARNED,
     "lstm": _LEARNED,
-    "fsgd": RowKind(
-        "variational",
-        NOT_TRAINED,
+    "fsgd": _variational(
         LEARNED_PRIORS,
-        _baseline_prior,
         _classic_solver,
-        _iterations,
-        diverges="fixed-step gradient descent diverged: its step is too large for the cost's "
-        "curvature; lower evaluate.{system}.fsgd.step",
+        "fixed-step gradient descent diverged: its step is too large for the cost's curvature; "
+        "lower evaluate.{system}.fsgd.step",
     ),
-    "fixed_point": RowKind(
-        "variational",
-        NOT_TRAINED,
+    "fixed_point": _variational(
         LEARNED_PRIORS,
-        _baseline_prior,
         _classic_solver,
-        _iterations,
-        diverges="the fixed-point iterations diverged; lower evaluate.{system}.fixed_point_iter "
-        "or check the prior",
+        "the fixed-point iterations diverged; lower evaluate.{system}.fixed_point_iter or check "
+        "the prior",
     ),
-    "lbfgs": RowKind(
-        "variational", NOT_TRAINED, ("rk4",), _baseline_prior, _lbfgs, _iterations, _DIVERGED
-    ),
+    "lbfgs": _variational(("rk4",), _lbfgs),
     "enks": RowKind(
         "ensemble",
         NOT_TRAINED,
