@@ -50,6 +50,11 @@ def _check_file(ds, scores, n_iter):
     assert ds.pathway_r_score.values[-1] == pytest.approx(scores["r_score"], rel=1e-5)
     assert ds.pathway_fourdvar_score.values[-1] == pytest.approx(scores["fourdvar_score"], rel=1e-5)
     assert json.loads(ds.attrs["scores"])["r_score"] == scores["r_score"]
+    # the per-window errors (file and score record, in the split's order) average to it
+    per_window = err.mean(axis=(1, 2))
+    assert np.allclose(ds.window_r_score.values, per_window, rtol=1e-5)
+    assert np.mean(scores["window_r_score"]) == pytest.approx(scores["r_score"], rel=1e-5)
+    assert scores["window_start"] == [int(v) for v in ds.start.values]
     assert scores["n_iter"] == n_iter
 
 

@@ -5,7 +5,7 @@
         --data-dir results/quick/data --out model.pt
     fourdvarnet evaluate --system l63 --row supervised-genn-conv --seed 0 \\
         --data-dir results/quick/data --checkpoint model.pt --out recon.nc --scores scores.json
-    fourdvarnet table --system l63 --scores a.json b.json --out table1.csv
+    fourdvarnet table --system l63 --scores a.json b.json --out table1.csv --pairs pairs.csv
     fourdvarnet figures --figure fig2 --evals-dir results/quick/eval --out-dir figures
 
 Options shared by all: ``--config PATH`` (the workflow's config: ``./config.yaml``, else the
@@ -132,6 +132,10 @@ def _add_stages(sub) -> None:
     s.add_argument("--system", required=True)
     s.add_argument("--scores", nargs="+", required=True)
     s.add_argument("--out", required=True)
+    s.add_argument(
+        "--pairs", default=None, help="also write every pair's paired interval to this CSV"
+    )
+    s.add_argument("--label", default="", help="the preset column's value (default: --preset)")
 
     s = sub.add_parser(
         "figures", help="draw Figure 2, 3 or 4 from the evaluation files of the rows it compares"
@@ -171,9 +175,11 @@ def main(argv: list[str] | None = None) -> None:
 def _run(ap: argparse.ArgumentParser, args: argparse.Namespace, pipeline, config) -> None:
     """The command ``args.stage``, its log already set up; ``config``: the config file."""
     if args.stage == "table":
-        from .tables import write_table
+        from .tables import write_pairs, write_table
 
-        write_table(args.scores, args.system, args.out)
+        write_table(args.scores, args.system, args.out, preset=args.label or args.preset or "")
+        if args.pairs:
+            write_pairs(args.scores, args.system, args.pairs)
         return
     cfg = load_config(config, args.preset, args.set)
     system = args.system or FIGURE_SYSTEMS[args.figure]

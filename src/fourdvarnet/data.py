@@ -184,15 +184,19 @@ class Split:
     y: torch.Tensor  # zero where not observed
     mask: torch.Tensor
     attrs: dict
+    start: np.ndarray | None = None  # each window's first model step in the trajectory
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
     def to(self, device) -> Split:
-        return Split(self.x.to(device), self.y.to(device), self.mask.to(device), self.attrs)
+        return Split(
+            self.x.to(device), self.y.to(device), self.mask.to(device), self.attrs, self.start
+        )
 
     def subset(self, idx) -> Split:
-        return Split(self.x[idx], self.y[idx], self.mask[idx], self.attrs)
+        start = None if self.start is None else self.start[np.asarray(idx)]
+        return Split(self.x[idx], self.y[idx], self.mask[idx], self.attrs, start)
 
 
 class UnreadableFileError(OSError):
@@ -278,7 +282,8 @@ def load_split(path: str | Path, dtype=torch.float32) -> Split:
     def to_t(a):
         return torch.as_tensor(np.ascontiguousarray(a.transpose(0, 2, 1)), dtype=dtype)
 
-    return Split(to_t(x), to_t(y), to_t(mask), dict(ds.attrs))
+    start = ds.start.values if "start" in ds else None
+    return Split(to_t(x), to_t(y), to_t(mask), dict(ds.attrs), start)
 
 
 @dataclass(frozen=True)
@@ -299,6 +304,7 @@ class Normalizer:
             (split.y - self.mean) / self.std * split.mask,
             split.mask,
             split.attrs,
+            split.start,
         )
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:

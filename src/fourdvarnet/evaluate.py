@@ -140,6 +140,7 @@ def evaluate(
     seconds = time.perf_counter() - t0
     scores = scorer.result()
     scores.update(n_iter=n_iter, seconds=seconds)
+    window_r = ((x_hat - test.x.cpu()) ** 2).mean(dim=(1, 2)).double().numpy() * norm.std**2
     if steps is not None:  # FSGD: the per-window steps actually used
         scores.update(fsgd_step_median=float(steps.median()), fsgd_step_min=float(steps.min()))
     if hasattr(model.solver, "summary"):  # the posterior mean: ESS, MC error, expected R-score
@@ -155,6 +156,11 @@ def evaluate(
         **(extra_attrs or {}),
     }
     ds = _as_dataset(test, norm, dt, attrs, x_hat, x_std)
+    ds["window_r_score"] = (
+        "sample",
+        window_r,
+        {"long_name": "R-score of each window (its mean over windows is the row's R-score)"},
+    )
     ds = ds.assign_coords(iteration=("iteration", record_at))
     ds["pathway_r_score"] = (
         "iteration",
@@ -191,7 +197,7 @@ def _as_dataset(test: Split, norm: Normalizer, dt: float, attrs: dict, x_hat, x_
     phys = lambda t: norm.decode(t).numpy().transpose(0, 2, 1)  # noqa: E731
     mask = test.mask.numpy().transpose(0, 2, 1)
     y = np.where(mask > 0, phys(test.y), np.nan)
-    ds = to_dataset(phys(test.x), y, mask, dt, attrs, x_hat=phys(x_hat))
+    ds = to_dataset(phys(test.x), y, mask, dt, attrs, start=test.start, x_hat=phys(x_hat))
     ds["x_hat"].attrs["long_name"] = "reconstruction"
     if x_std is not None:
         ds["x_std"] = (

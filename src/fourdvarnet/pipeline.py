@@ -292,6 +292,11 @@ def evaluate_row(
         device=str(device),
     )
     check_scores(scores, row)
+    # per window, in the order of the split, for the tables' intervals (intervals.py)
+    scores["window"] = int(test.attrs["window"])
+    scores["window_r_score"] = [float(f"{v:.6g}") for v in ds["window_r_score"].values]
+    if test.start is not None:
+        scores["window_start"] = [int(v) for v in test.start]
     write_netcdf(ds, output)
     _write_json(scores, scores_path)
     return scores

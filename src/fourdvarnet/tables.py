@@ -6,7 +6,10 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+from . import intervals
 
 #: The paper's Tables 1 (Lorenz-63) and 2 (Lorenz-96), preprint of July 2020:
 #: row -> (R-score, 4DVar-score, ODE-score as printed). NaN where the paper gives no number.
@@ -56,6 +59,9 @@ DIRECT = "supervised-none-direct"
 #: The Bayes floor (L63): the exact posterior mean, the lowest R-score any method can reach on
 #: average; last in the table, and the ``ratio`` column divides every row's R-score by it.
 FLOOR = "none-rk4-bayes"
+
+#: Per-window fields of a score file (``pipeline.evaluate_row``): the intervals' input.
+WINDOW_FIELDS = ("window_r_score", "window_start", "window")
 
 #: Cost columns: wall time of the row's evaluation and, for learned rows, of its training.
 SECONDS = ("seconds", "train_seconds")
@@ -110,9 +116,8 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def make_table(score_files: list[str | Path], system: str) -> pd.DataFrame:
-    """One line per row (scheme-prior-solver): mean and std over seeds (empty for one seed),
-    and the paper's numbers."""
+def read_scores(score_files: list[str | Path], system: str) -> list[dict]:
+    """The score files of one table, checked: valid JSON, finite scores, all of ``system``."""
     recs = []
     for f in score_files:
         try:
@@ -126,14 +131,48 @@ def make_table(score_files: list[str | Path], system: str) -> pd.DataFrame:
         bad = {k: v for k, v in bad.items() if not _finite(v)}
         if bad:
             raise ValueError(f"score file {f}: non-finite score(s) {bad}; it cannot go in a table")
+        rec["row"] = f"{rec['scheme']}-{rec['prior']}-{rec['solver']}"
         recs.append(rec)
     if not recs:
         raise ValueError("no score files given")
-    df = pd.DataFrame(recs)
-    wrong = sorted(set(df["system"]) - {system})
+    wrong = sorted({r["system"] for r in recs} - {system})
     if wrong:
         raise ValueError(f"score files of system(s) {wrong} given for the {system} table")
-    df["row"] = df["scheme"] + "-" + df["prior"] + "-" + df["solver"]
+    return recs
+
+
+def window_errors(recs: list[dict]) -> tuple[dict[str, np.ndarray], int]:
+    """Per row, its per-window R-scores ``(seeds, windows)`` in the order of the windows'
+    starts, and the moving-block length; rows whose files lack them are left out. Refuses rows
+    scored on different windows (another test split)."""
+    rows: dict[str, list] = {}
+    starts, length = None, 1
+    for rec in recs:
+        if "window_r_score" not in rec or "window_start" not in rec:
+            continue
+        start = np.asarray(rec["window_start"])
+        if starts is None:
+            starts = start
+            length = intervals.block_length(start, int(rec["window"]))
+        elif not np.array_equal(start, starts):
+            raise ValueError(
+                f"{rec['row']} seed {rec['seed']} was scored on other test windows than the rest "
+                "of the table: every evaluation of a table must use the same test split"
+            )
+        rows.setdefault(rec["row"], []).append(np.asarray(rec["window_r_score"], dtype=float))
+    if starts is None:
+        return {}, length
+    order = np.argsort(starts, kind="stable")
+    return {r: np.stack(e)[:, order] for r, e in rows.items()}, length
+
+
+def make_table(score_files: list[str | Path], system: str) -> pd.DataFrame:
+    """One line per row (scheme-prior-solver): mean and std over seeds (empty for one seed),
+    the 95% moving-block bootstrap interval of the R-score (``intervals``; seeds resampled
+    too), and the paper's numbers."""
+    recs = read_scores(score_files, system)
+    errors, length = window_errors(recs)
+    df = pd.DataFrame([{k: v for k, v in r.items() if k not in WINDOW_FIELDS} for r in recs])
     agg = {"n_seeds": ("seed", "nunique")}
     for s in SCORES:
         if s in df:
@@ -153,6 +192,11 @@ def make_table(score_files: list[str | Path], system: str) -> pd.DataFrame:
     order = {r: i for i, r in enumerate(row_order(system))}
     table = table.sort_values("row", key=lambda s: s.map(lambda r: order.get(r, len(order))))
     table = table.reset_index(drop=True)
+    cis = [intervals.interval(errors[r], length) if r in errors else (math.nan,) * 2
+           for r in table["row"]]  # fmt: skip
+    at = table.columns.get_loc("r_score_std") + 1
+    table.insert(at, "r_score_ci_low", [lo for lo, _ in cis])
+    table.insert(at + 1, "r_score_ci_high", [hi for _, hi in cis])
     floor = table.loc[table["row"] == FLOOR, "r_score_mean"]
     if len(floor):
         table.insert(
@@ -166,6 +210,26 @@ def make_table(score_files: list[str | Path], system: str) -> pd.DataFrame:
     return table
 
 
+def make_pairs(score_files: list[str | Path], system: str) -> pd.DataFrame:
+    """Every pair of rows (a before b in the table's order): the mean difference of their
+    R-scores (b - a; negative: b is better), its paired 95% interval and what it supports."""
+    recs = read_scores(score_files, system)
+    errors, length = window_errors(recs)
+    order = {r: i for i, r in enumerate(row_order(system))}
+    rows = sorted(errors, key=lambda r: order.get(r, len(order)))
+    out = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1 :]:
+            diff, lo, hi = intervals.paired_interval(errors[a], errors[b], length)
+            out.append({
+                "row_a": a, "row_b": b, "n_seeds_a": len(errors[a]), "n_seeds_b": len(errors[b]),
+                "r_score_a": errors[a].mean(), "r_score_b": errors[b].mean(),
+                "diff_b_minus_a": diff, "ci_low": lo, "ci_high": hi,
+                "verdict": intervals.verdict(lo, hi, a, b),
+            })  # fmt: skip
+    return pd.DataFrame(out)
+
+
 def write_table(score_files, system: str, out: str | Path, preset: str = "") -> pd.DataFrame:
     """Write the table of ``system`` as CSV; ``preset`` names the preset it comes from."""
     table = make_table(list(score_files), system)
@@ -174,3 +238,12 @@ def write_table(score_files, system: str, out: str | Path, preset: str = "") -> 
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False, float_format="%.4g")
     return table
+
+
+def write_pairs(score_files, system: str, out: str | Path) -> pd.DataFrame:
+    """Write ``make_pairs`` as CSV (the paired intervals behind every comparison of rows)."""
+    pairs = make_pairs(list(score_files), system)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pairs.to_csv(out, index=False, float_format="%.4g")
+    return pairs

@@ -9,6 +9,7 @@ rule table:
             category="Tables",
             labels={"table": "{table}"},
         ),
+        pairs="results/{table}_pairs.csv",
     log:
         "results/logs/{table}.log",
     wildcard_constraints:
