@@ -38,8 +38,16 @@ def keep_logging():
 def slurm_cluster():
     """A real one-node SLURM cluster on localhost for the whole session (see slurm_cluster.py).
 
-    Skips when it cannot be started; with REQUIRE_SLURM=1 (CI) it fails instead.
+    Opt-in: as root it rewrites /etc/slurm/slurm.conf and starts munged, slurmctld and slurmd
+    (all restored afterwards), so it starts only with RUN_SLURM_TESTS=1 or REQUIRE_SLURM=1 (CI)
+    and skips otherwise. Skips when it cannot be started; with REQUIRE_SLURM=1 it fails instead.
     """
+    required = os.environ.get("REQUIRE_SLURM") == "1"
+    if not required and os.environ.get("RUN_SLURM_TESTS") != "1":
+        pytest.skip(
+            "SLURM tests are opt-in: RUN_SLURM_TESTS=1 starts a local cluster (as root: rewrites "
+            "/etc/slurm/slurm.conf and starts munged, slurmctld, slurmd; restored afterwards)"
+        )
     from slurm_cluster import SlurmUnavailable, local_slurm_cluster
 
     try:
@@ -48,7 +56,7 @@ def slurm_cluster():
             return
     except SlurmUnavailable as e:
         reason = e.reason
-    if os.environ.get("REQUIRE_SLURM") == "1":
+    if required:
         pytest.fail(f"REQUIRE_SLURM=1 but no local SLURM cluster: {reason}", pytrace=False)
     pytest.skip(f"no local SLURM cluster: {reason}")
 

@@ -1,7 +1,9 @@
 """End-to-end runs through a real local SLURM cluster with profiles/slurm.
 
-Both tests need the ``slurm_cluster`` fixture (root + Debian's slurm/munge packages); they skip
-without it, or fail with REQUIRE_SLURM=1.  Run: ``REQUIRE_SLURM=1 pytest -m slurm -s``.
+Both tests need the ``slurm_cluster`` fixture (root + Debian's slurm/munge packages); they are
+opt-in (RUN_SLURM_TESTS=1; CI sets REQUIRE_SLURM=1, which also makes a skip a failure), since
+as root the fixture rewrites /etc/slurm/slurm.conf and starts daemons (restored afterwards).
+Run: ``RUN_SLURM_TESTS=1 pytest -m slurm -s``.
 """
 
 import collections
@@ -199,3 +201,26 @@ def test_slurm_ci_preset(slurm_cluster, tmp_path, record_property):
 
     print(f"ci preset through SLURM: {wall:.1f} s\nsbatch line of a {GPU_RULE} job:\n{sbatch_line}")
     record_property("wall_s", round(wall, 1))
+
+
+def _etc_slurm() -> dict:
+    """Every file under /etc/slurm with its bytes (empty where there is none)."""
+    root = Path("/etc/slurm")
+    return (
+        {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()} if root.is_dir() else {}
+    )
+
+
+def test_without_the_variable_the_slurm_tests_leave_the_system_alone(tmp_path):
+    """``make test`` without RUN_SLURM_TESTS (and without CI's REQUIRE_SLURM) skips both SLURM
+    tests before the fixture touches /etc/slurm or starts a daemon."""
+    before = _etc_slurm()
+    env = {k: v for k, v in os.environ.items() if k not in ("RUN_SLURM_TESTS", "REQUIRE_SLURM")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+         str(Path(__file__)), "-k", "toy_workflow or ci_preset"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "2 skipped" in proc.stdout, proc.stdout[-2000:]
+    assert "RUN_SLURM_TESTS=1" in proc.stdout
+    assert _etc_slurm() == before
