@@ -51,6 +51,17 @@ $(STAMP): pyproject.toml
 	        echo "  make setup TORCH=torch==<version>      # a torch you choose (e.g. from your own index; TORCH=/path/to/torch.whl for a local wheel)" >&2; \
 	        echo "  make setup TORCH_INDEX=<url>           # another index that serves torch" >&2; \
 	        exit 1; }; \
+	    build=$$($(BIN)/python scripts/torch_build.py); \
+	    if [ "$$build" != cpu ]; then \
+	        $(BIN)/pip uninstall -q -y torch; \
+	        echo "make: pip installed a CUDA build of torch ($$build), not the CPU build asked" \
+	            "for: an index in pip's own configuration (see pip config list) served it." \
+	            "It was uninstalled. Choose one:" >&2; \
+	        echo "  make setup TORCH=torch==<version>+cpu  # a CPU build that your indexes serve" >&2; \
+	        echo "  make setup TORCH=/path/to/torch.whl     # a local CPU wheel" >&2; \
+	        echo "  make setup TORCH_INDEX=                # PyPI's default build, CUDA included (~6 GB)" >&2; \
+	        exit 1; \
+	    fi; \
 	    $(BIN)/pip install -q "$(TORCH_DEFAULT)"; \
 	fi
 	$(BIN)/pip install -q -e ".[workflow,dev]"

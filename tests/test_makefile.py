@@ -18,11 +18,18 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make
 
 
 def make_install(
-    tmp_path: Path, gpu: bool, *args: str, target: str = "", fail_for: str = "", ok: bool = True
+    tmp_path: Path,
+    gpu: bool,
+    *args: str,
+    target: str = "",
+    fail_for: str = "",
+    ok: bool = True,
+    build: str = "cpu",
 ) -> tuple[str, list[str]]:
     """Run the Makefile's set-up (``target``, by default the venv's stamp); returns make's output
     (stdout and stderr) and the pip command lines. The stand-in pip fails for command lines
-    containing ``fail_for`` (if given); ``ok`` is whether make must succeed."""
+    containing ``fail_for`` (if given); ``ok`` is whether make must succeed; ``build`` is what
+    the venv's stand-in python answers for the installed torch build."""
     bin_dir, venv, log = tmp_path / "bin", tmp_path / "venv", tmp_path / "pip.log"
     bin_dir.mkdir(parents=True)
     python = bin_dir / "python"
@@ -31,7 +38,9 @@ def make_install(
         "#!/bin/sh\n"  # python -m venv DIR
         'mkdir -p "$3/bin"\n'
         f'printf \'#!/bin/sh\\necho "$*" >> {log}\\n{fail}\' > "$3/bin/pip"\n'
-        'chmod +x "$3/bin/pip"\n'
+        # the venv's python: scripts/torch_build.py's answer, "cpu" unless the test says
+        f'printf \'#!/bin/sh\\necho "{build}"\\n\' > "$3/bin/python"\n'
+        'chmod +x "$3/bin/pip" "$3/bin/python"\n'
     )
     (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\nexit {0 if gpu else 1}\n")
     for f in (python, bin_dir / "nvidia-smi"):
@@ -111,3 +120,38 @@ def test_torch_index_chooses_the_index(tmp_path):
     assert "--timeout 15 --retries 1" in torch_install(pip)
     _, pip = make_install(tmp_path / "x", False, "TORCH_INDEX=")
     assert torch_install(pip) == "install -q torch>=2.3"
+
+
+def test_a_cuda_build_served_by_pips_own_configuration_is_refused(tmp_path):
+    """An extra index in pip's configuration can serve a CUDA build where the CPU index was
+    asked for: make uninstalls it before its dependencies (NVIDIA's packages) come, and stops
+    with the choices."""
+    out, pip = make_install(tmp_path, gpu=False, build="cuda 2.14.1+cu130", ok=False)
+    assert "CUDA build of torch (cuda 2.14.1+cu130)" in out and "uninstalled" in out
+    assert pip[-1] == "uninstall -q -y torch"
+    assert "install -q torch>=2.3" not in pip  # its dependencies never installed
+    assert not any("-e .[workflow,dev]" in x for x in pip)
+    assert "make setup TORCH=torch==<version>+cpu" in out and "make setup TORCH_INDEX=" in out
+
+
+@pytest.mark.parametrize(
+    "version,requires,build",
+    [
+        ("2.13.0+cpu", ["filelock", "sympy>=1.13.3"], "cpu"),
+        ("2.14.1+cu130", ["filelock"], "cuda 2.14.1+cu130"),
+        ("2.14.1", ["filelock", 'nvidia-cublas-cu12==12.8.4.1; platform_system == "Linux"'],
+         "cuda 2.14.1"),
+    ],
+)  # fmt: skip
+def test_torch_build_reads_the_installed_metadata(tmp_path, version, requires, build):
+    import sys
+
+    info = tmp_path / f"torch-{version}.dist-info"
+    info.mkdir()
+    lines = ["Metadata-Version: 2.1", "Name: torch", f"Version: {version}"]
+    (info / "METADATA").write_text("\n".join(lines + [f"Requires-Dist: {r}" for r in requires]))
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "torch_build.py")],
+        env={**os.environ, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == build, done.stderr
