@@ -117,11 +117,40 @@ def test_log_gets_the_traceback_and_stderr_still_gets_the_log(tmp_path, keep_log
     cut.write_text('{"r_score": 1.0, "sys')
     log = tmp_path / "log.txt"
     args = ["--log", str(log), "table", "--system", "l63", "--scores", str(cut)]
-    with pytest.raises(ValueError, match="cut.json"):
+    with pytest.raises(SystemExit, match="cut.json") as e:
         main([*args, "--out", str(tmp_path / "t.csv")])
+    # one line on the console (the message, where the traceback is), the traceback in the log
+    assert "\n" not in str(e.value) and f"traceback in {log}" in str(e.value)
     text = log.read_text()
     assert "Traceback (most recent call last)" in text and "not valid JSON" in text
-    assert "not valid JSON" in capfd.readouterr().err  # --log adds the file, keeps the console
+    assert "Traceback" not in capfd.readouterr().err
+    with pytest.raises(ValueError, match="cut.json"):  # --debug: the exception itself
+        main(["--debug", *args, "--out", str(tmp_path / "t.csv")])
+
+
+@pytest.mark.parametrize(
+    "key,hint",
+    [("trian.l63.epochs", "did you mean 'train' for 'trian'?"),
+     ("evaluate.l63.n_iterr", "did you mean 'n_iter' for 'n_iterr'?"),
+     ("train.l63.schedule", "train.l63.schedule")],
+)  # fmt: skip
+def test_a_bad_set_key_is_refused_in_one_line_naming_the_nearest(
+    config_file, tmp_path, keep_logging, key, hint
+):
+    args = ["--config", str(config_file), "--set", f"{key}=3", "simulate", "--system", "l63"]
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--out-dir", str(tmp_path / "d")])
+    assert hint in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "d").exists()
+
+
+def test_an_interrupt_is_one_line(config_file, tmp_path, keep_logging, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run", interrupted)
+    with pytest.raises(SystemExit, match="^fourdvarnet simulate: interrupted$"):
+        main(["--config", str(config_file), "simulate", "--system", "l63", "--out-dir", "d"])
 
 
 def test_default_config_from_another_directory(config_file, tmp_path, monkeypatch, keep_logging):

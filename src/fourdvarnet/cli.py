@@ -26,6 +26,11 @@ import yaml
 #: The config of the repository the package was installed from (src/fourdvarnet/ -> ../../).
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
 
+#: The workflow's config schema, beside the config file (workflow/schemas/), else the one of the
+#: repository the package was installed from.
+SCHEMA = Path("workflow") / "schemas" / "config.schema.yaml"
+REPO_SCHEMA = Path(__file__).resolve().parents[2] / SCHEMA
+
 #: Figures 2-4 of the paper and the system each one draws (as in workflow/rules/common.smk).
 FIGURE_SYSTEMS = {"fig2": "l63", "fig3": "l63", "fig4": "l96"}
 
@@ -45,12 +50,17 @@ def find_config(path: str | Path | None) -> Path:
 def load_config(path: str | Path, preset: str | None = None, sets: list[str] = ()) -> dict:
     """The config file with ``preset`` applied, then the ``KEY=VALUE`` overrides of ``sets``
     (``KEY`` a dotted path, ``VALUE`` read as YAML), as Snakemake's ``--config`` would."""
-    from .config import check_train_rows, resolve_preset
+    from .config import check_train_rows, resolve_preset, validate_schema
 
     raw = yaml.safe_load(Path(path).read_text())
     if preset:
         raw["preset"] = preset
+    schema = Path(path).parent / SCHEMA
+    if not schema.is_file():  # a config file of one's own: the package's repository's schema
+        schema = REPO_SCHEMA
     cfg = resolve_preset(raw, dotted_overrides(sets))
+    if schema.is_file():
+        validate_schema(cfg, schema, f"{path} with preset {cfg.get('preset')!r} and --set applied")
     check_train_rows(cfg)
     return cfg
 
@@ -98,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--log", default=None, help="also write the log to this file (it goes to stderr anyway)"
+    )
+    ap.add_argument(
+        "--debug", action="store_true", help="an error's traceback on the console (else one line)"
     )
     _add_stages(ap.add_subparsers(dest="stage", required=True))
     return ap
@@ -168,8 +181,16 @@ def main(argv: list[str] | None = None) -> None:
     from . import pipeline
 
     torch.set_num_threads(args.threads)
-    with pipeline.job_log(args.log, also_stderr=True, tag=args.stage):
-        _run(ap, args, pipeline, config)
+    try:
+        with pipeline.job_log(args.log, also_stderr=True, tag=args.stage, brief=not args.debug):
+            _run(ap, args, pipeline, config)
+    except KeyboardInterrupt:
+        raise SystemExit(f"fourdvarnet {args.stage}: interrupted") from None
+    except (ValueError, OSError, KeyError) as e:  # bad input: one line, the traceback on --debug
+        if args.debug:
+            raise
+        where = f" (traceback in {args.log})" if args.log else " (--debug: the traceback)"
+        raise SystemExit(f"fourdvarnet {args.stage}: error: {e}{where}") from None
 
 
 def _run(ap: argparse.ArgumentParser, args: argparse.Namespace, pipeline, config) -> None:

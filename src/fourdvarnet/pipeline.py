@@ -57,11 +57,15 @@ def setup_logging(path: str | Path | None = None, also_stderr: bool = False, tag
 
 
 @contextlib.contextmanager
-def job_log(path: str | Path | None = None, also_stderr: bool = False, tag: str = ""):
+def job_log(
+    path: str | Path | None = None, also_stderr: bool = False, tag: str = "", brief: bool = False
+):
     """``setup_logging``, then run the block; an uncaught exception is written to the log with
     its traceback (Snakemake shows it on the console only) and raised again. An unreadable input
     (``data.UnreadableFileError``) with a log file instead ends the job (status 1) with its
-    message alone on stderr, the traceback in the log file only.
+    message alone on stderr, the traceback in the log file only. An interrupt (Ctrl-C) ends it
+    with one line (status 130). ``brief``: every error's traceback goes to the log file only,
+    for a caller that prints the message itself (the command line).
 
         with job_log(snakemake.log[0]):
             train_row(...)
@@ -81,16 +85,30 @@ def job_log(path: str | Path | None = None, also_stderr: bool = False, tag: str 
             raise
         # A damaged input: its message (the file, what is wrong, the command that rebuilds it)
         # once on the console, the traceback in the log file only; exit 1 without a traceback.
-        args = ("failed: %s: %s", (type(e).__name__, e), sys.exc_info())
-        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, *args)
-        for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.FileHandler):
-                handler.handle(record)
+        _log_to_files(e)
         print(f"{tag or 'ERROR'}: {e} (traceback in {path})", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+    except KeyboardInterrupt as e:
+        _log_to_files(e)
+        if brief:
+            raise
+        print(f"{tag or 'job'}: interrupted", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
     except BaseException as e:
-        log.exception("failed: %s: %s", type(e).__name__, e)
+        if brief:
+            _log_to_files(e)
+        else:
+            log.exception("failed: %s: %s", type(e).__name__, e)
         raise
+
+
+def _log_to_files(e: BaseException) -> None:
+    """The error with its traceback, in the log files only (not on the console)."""
+    args = ("failed: %s: %s", (type(e).__name__, e), sys.exc_info())
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, *args)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def set_threads(threads: int | None) -> None:

@@ -32,6 +32,7 @@ from .presets import (
     row_train,
     schema_error,
     system_train,
+    validate_schema,
 )
 from .train import DECAYS, LAMBDA_PARAMS, Stage, TrainConfig
 
@@ -66,6 +67,7 @@ __all__ = [
     "resolve_preset",
     "row_train",
     "schema_error",
+    "validate_schema",
     "stages",
     "system_train",
     "train_config",

@@ -3,6 +3,11 @@ sections, schema messages and canonical params."""
 
 from __future__ import annotations
 
+import difflib
+from pathlib import Path
+
+import yaml
+
 from .base import ConfigError
 
 
@@ -98,8 +103,31 @@ def schema_error(err, where: str) -> str:
     msg = f"config {where}: {path}: {message}"
     expected = err.schema.get("properties") if isinstance(err.schema, dict) else None
     if err.validator == "additionalProperties" and isinstance(expected, dict):
+        unknown = (
+            sorted(set(err.instance) - set(expected)) if isinstance(err.instance, dict) else []
+        )
+        near = [difflib.get_close_matches(str(k), list(expected), n=1) for k in unknown]
+        hints = [f"did you mean {m[0]!r} for {k!r}?" for k, m in zip(unknown, near) if m]
+        if hints:
+            msg += "; " + " ".join(hints)
         msg += f"; expected keys: {', '.join(sorted(expected))}"
     return msg + " (schema: workflow/schemas/config.schema.yaml)"
+
+
+def validate_schema(cfg: dict, schema_path: str | Path, where: str) -> None:
+    """Check a resolved config ``cfg`` against the workflow's JSON schema (every key known,
+    types, ranges), failing with ``schema_error``'s one line: for the command line, which runs
+    without Snakemake and may read a config of one's own, so the top-level sections are not
+    required and the preset may have any name."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema.pop("required", None)
+    schema["properties"]["preset"] = {"type": "string"}
+    errors = jsonschema.Draft202012Validator(schema).iter_errors(cfg)
+    err = jsonschema.exceptions.best_match(errors)
+    if err is not None:
+        raise ConfigError(schema_error(err, where))
 
 
 def canonical(v):
