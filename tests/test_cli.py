@@ -122,9 +122,9 @@ def test_log_gets_the_traceback_and_stderr_still_gets_the_log(tmp_path, keep_log
     # one line on the console (the message, where the traceback is), the traceback in the log
     assert "\n" not in str(e.value) and f"traceback in {log}" in str(e.value)
     text = log.read_text()
-    assert "Traceback (most recent call last)" in text and "not valid JSON" in text
+    assert "Traceback (most recent call last)" in text and "unreadable JSON file" in text
     assert "Traceback" not in capfd.readouterr().err
-    with pytest.raises(ValueError, match="cut.json"):  # --debug: the exception itself
+    with pytest.raises(OSError, match="cut.json"):  # --debug: the exception itself
         main(["--debug", *args, "--out", str(tmp_path / "t.csv")])
 
 

@@ -61,7 +61,7 @@ def test_make_table_refuses_non_finite_scores_naming_the_file(tmp_path):
 
 def test_make_table_names_a_truncated_score_file(tmp_path):
     cut = truncate(score_file(tmp_path / "s.json"), tmp_path / "cut.json")
-    with pytest.raises(ValueError, match=r"cut\.json.*not valid JSON.*evaluate"):
+    with pytest.raises(OSError, match=r"cut\.json.*unreadable JSON file.*evaluate"):
         make_table([cut], "l63")
 
 
@@ -160,3 +160,58 @@ def test_job_log_without_a_log_file_raises_an_unreadable_input_again(
     with pytest.raises(UnreadableFileError, match="unreadable"):
         with pipeline.job_log(None):
             load_dataset(cut)
+
+
+def test_the_rebuild_advice_keeps_the_users_own_config_options(l63_files, tmp_path, monkeypatch):
+    """Pasting the advice rebuilds the user's set-up: their --configfile and --config values,
+    quoted for the shell, as the workflow passes them to its jobs."""
+    from fourdvarnet.data import REBUILD_OPTIONS
+    from fourdvarnet.workflow_config import rebuild_options
+
+    options = rebuild_options(["preset=quick", "data={l63: {obs: {every: 4}}}"], ["mine.yaml"])
+    assert options == "--configfile mine.yaml --config preset=quick 'data={l63: {obs: {every: 4}}}'"
+    monkeypatch.setenv(REBUILD_OPTIONS, options)
+    data = tmp_path / "results" / "quick" / "data"
+    data.mkdir(parents=True)
+    cut = truncate(l63_files["test"], data / "l63_test.nc")
+    with pytest.raises(UnreadableFileError, match="snakemake --configfile mine.yaml --config "
+                       r"preset=quick 'data=\{l63: \{obs: \{every: 4\}\}\}' --forcerun "
+                       "results/quick/data/l63_test.nc`"):  # fmt: skip
+        load_dataset(cut)
+
+
+@pytest.mark.parametrize("kind", ["json", "checkpoint"])
+def test_an_unreadable_score_or_checkpoint_is_one_message_with_its_path(tmp_path, kind):
+    import torch
+
+    from fourdvarnet.data import read_json, read_torch
+
+    folder = tmp_path / "results" / "quick" / ("eval" if kind == "json" else "models")
+    folder.mkdir(parents=True)
+    if kind == "json":
+        path = folder / "seed0.json"
+        path.write_text('{"r_score": 1.0, "sys')
+        read = lambda: read_json(path, f"score file {path}", "the `evaluate` rule")  # noqa: E731
+    else:
+        path = folder / "seed0.pt"
+        torch.save({"w": torch.zeros(1000)}, tmp_path / "full.pt")
+        truncate(tmp_path / "full.pt", path)
+        read = lambda: read_torch(path, f"checkpoint {path}", "the `train` rule")  # noqa: E731
+    with pytest.raises(UnreadableFileError) as info:
+        read()
+    msg = str(info.value)
+    assert str(path) in msg and "truncated or corrupt" in msg and "\n" not in msg
+    rel = path.relative_to(tmp_path).as_posix()
+    assert f"--forcerun {rel}`" in msg and "deleting it is not enough" in msg
+
+
+def test_a_job_interrupted_says_one_line(tmp_path, keep_logging, capfd):
+    """Ctrl-C reaches every running job: each says one line, not a traceback."""
+    log = tmp_path / "job.log"
+    with pytest.raises(SystemExit) as info:
+        with pipeline.job_log(log, tag="train l63/supervised-rk4-conv/seed0"):
+            raise KeyboardInterrupt
+    assert info.value.code == 130
+    err = capfd.readouterr().err
+    assert err.strip() == "train l63/supervised-rk4-conv/seed0: interrupted"
+    assert "Traceback (most recent call last)" in log.read_text()

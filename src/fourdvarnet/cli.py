@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     try:
-        with pipeline.job_log(args.log, also_stderr=True, tag=args.stage, brief=not args.debug):
+        errors = "raise" if args.debug else "caller"
+        with pipeline.job_log(args.log, also_stderr=True, tag=args.stage, errors=errors):
             _run(ap, args, pipeline, config)
     except KeyboardInterrupt:
         raise SystemExit(f"fourdvarnet {args.stage}: interrupted") from None

@@ -10,6 +10,8 @@ variables ``x``, ``y``, ``mask`` of dimensions ``(sample, time, component)``.
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import re
 import subprocess
 from dataclasses import dataclass
@@ -210,21 +212,53 @@ class UnreadableFileError(OSError):
 
 
 #: A file of the workflow's layout, ``results/<preset>/data/...`` or ``results/<preset>/eval/...``.
-WORKFLOW_FILE = re.compile(r"(?:^|/)(results/(?P<preset>[A-Za-z0-9_]+)/(?:data|eval)/.+)$")
+WORKFLOW_FILE = re.compile(r"(?:^|/)(results/(?P<preset>[A-Za-z0-9_]+)/(?:data|eval|models)/.+)$")
+
+
+#: Set by the workflow (``workflow/rules/common.smk``) for its jobs: the user's own
+#: ``--configfile``/``--config`` options (``workflow_config.rebuild_options``).
+REBUILD_OPTIONS = "FOURDVARNET_REBUILD_OPTIONS"
 
 
 def rebuild_advice(path: str | Path) -> str:
     """How to rebuild ``path``: for a file of the workflow, the Snakemake command that remakes it
-    and every file made from it (deleting it alone is not enough: Snakemake does not remake an
-    intermediate file whose downstream results exist, and says 'Nothing to be done')."""
+    and every file made from it, with the user's own config options (deleting it alone is not
+    enough: Snakemake does not remake an intermediate file whose downstream results exist, and
+    says 'Nothing to be done')."""
     m = WORKFLOW_FILE.search(Path(path).as_posix())
     if not m:
         return "delete it and rerun"
+    options = os.environ.get(REBUILD_OPTIONS) or f"--config preset={m['preset']}"
     return (
-        f"rebuild it, and what was made from it, with `snakemake --config "
-        f"preset={m['preset']} --forcerun {m[1]}` (deleting it is not enough once results made "
-        "from it exist)"
+        f"rebuild it, and what was made from it, with `snakemake {options} --forcerun {m[1]}` "
+        "(deleting it is not enough once results made from it exist)"
     )
+
+
+def read_json(path: str | Path, where: str, written_by: str) -> dict:
+    """A JSON file's content; an unreadable one raises an ``UnreadableFileError`` naming it,
+    the rule that writes it and how to rebuild it (as ``read_netcdf``)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UnreadableFileError(
+            f"{where}: unreadable JSON file, truncated or corrupt ({type(e).__name__}: {e}); it "
+            f"is written by {written_by}: {rebuild_advice(path)}",
+            path,
+        ) from e
+
+
+def read_torch(path: str | Path, where: str, written_by: str) -> dict:
+    """A ``torch.save`` file's content (on the CPU); an unreadable one raises an
+    ``UnreadableFileError`` naming it, the rule that writes it and how to rebuild it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        raise UnreadableFileError(
+            f"{where}: unreadable checkpoint file, truncated or corrupt ({type(e).__name__}: "
+            f"{e}); it is written by {written_by}: {rebuild_advice(path)}",
+            path,
+        ) from e
 
 
 def read_netcdf(path: str | Path, where: str, written_by: str) -> xr.Dataset:

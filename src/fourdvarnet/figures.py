@@ -13,7 +13,6 @@ share a style fall back to the tab10 colour cycle.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -29,7 +28,7 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from .data import read_netcdf  # noqa: E402
+from .data import read_json, read_netcdf, read_torch  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -366,14 +365,13 @@ def fig_training(
     against training seconds (log axes), its paper test R-score as a dashed line in its colour,
     and the test R-scores of the reference rows (``references``: label -> scores JSON, e.g. the
     EnKS and the Bayes floor) as grey horizontal lines. ``checkpoints``: row -> checkpoint."""
-    import torch
 
     if not checkpoints:
         raise ValueError("no checkpoint given: the training figure needs a learned row")
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), sharey=True, constrained_layout=True)
     colours = iter(plt.get_cmap("tab10").colors)
     for row, path in checkpoints.items():
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = read_torch(path, f"checkpoint {path}", "the workflow's `train` rule")
         var = ckpt["normalizer"]["std"] ** 2
         steps, seconds, val_r = _curve(ckpt["train_record"])
         colour = next(colours)
@@ -382,7 +380,7 @@ def fig_training(
             if not math.isnan(paper.get(row, math.nan)):
                 ax.axhline(paper[row], color=colour, ls="--", lw=1)
     for (label, path), ls in zip(references.items(), (":", "-.", "-")):
-        score = json.loads(Path(path).read_text())["r_score"]
+        score = read_json(path, f"score file {path}", "the workflow's `evaluate` rule")["r_score"]
         for ax in axes:
             ax.axhline(score, color="0.4", ls=ls, lw=1.4, label=f"{label} (test)")
     for ax, xlabel in zip(axes, ("optimiser steps", "training seconds (pre-training excluded)")):

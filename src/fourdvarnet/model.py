@@ -20,7 +20,7 @@ from torch import nn
 from . import __version__
 from .config import EvalConfig, Experiment, ModelConfig, as_dict, from_dict
 from .cost import VariationalCost
-from .data import Normalizer, interpolate
+from .data import Normalizer, interpolate, read_torch
 from .rows import Inputs, kind_of
 
 
@@ -116,9 +116,9 @@ def save_checkpoint(
     save_atomic(ckpt, path)
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[FourDVarNet, dict]:
-    """Rebuild the model stored at ``path``; returns ``(model, checkpoint)``."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+def load_checkpoint(path: str | Path) -> tuple[FourDVarNet, dict]:
+    """Rebuild the model stored at ``path`` (on the CPU); returns ``(model, checkpoint)``."""
+    ckpt = read_torch(path, f"checkpoint {path}", "the workflow's `train` rule")
     exp = from_dict(Experiment, ckpt["experiment"], "checkpoint.experiment")
     model_cfg = from_dict(ModelConfig, ckpt["model_config"], "checkpoint.model_config")
     norm = Normalizer(**ckpt["normalizer"])

@@ -26,7 +26,7 @@ from .config import (
     from_dict,
     train_config,
 )
-from .data import Normalizer, load_split, make_splits, write_netcdf
+from .data import Normalizer, load_split, make_splits, read_torch, write_netcdf
 from .evaluate import evaluate
 from .model import build_model, load_checkpoint, save_atomic, save_checkpoint
 from .priors import build_prior
@@ -58,14 +58,18 @@ def setup_logging(path: str | Path | None = None, also_stderr: bool = False, tag
 
 @contextlib.contextmanager
 def job_log(
-    path: str | Path | None = None, also_stderr: bool = False, tag: str = "", brief: bool = False
+    path: str | Path | None = None, also_stderr: bool = False, tag: str = "", errors: str = "job"
 ):
-    """``setup_logging``, then run the block; an uncaught exception is written to the log with
-    its traceback (Snakemake shows it on the console only) and raised again. An unreadable input
-    (``data.UnreadableFileError``) with a log file instead ends the job (status 1) with its
-    message alone on stderr, the traceback in the log file only. An interrupt (Ctrl-C) ends it
-    with one line (status 130). ``brief``: every error's traceback goes to the log file only,
-    for a caller that prints the message itself (the command line).
+    """``setup_logging``, then run the block. ``errors`` says what an uncaught exception does:
+
+    * ``job`` (a Snakemake job): written to the log with its traceback (Snakemake shows it on
+      the console) and raised again; but an unreadable input (``data.UnreadableFileError``) with
+      a log file ends the job (status 1) with its message alone on stderr, the traceback in the
+      log file only, and an interrupt (Ctrl-C) ends it with one line (status 130);
+    * ``caller``: the traceback in the log file only, raised again for a caller that prints the
+      message itself (the command line);
+    * ``raise``: written to the log (and the console) with its traceback, raised again
+      (the command line's ``--debug``).
 
         with job_log(snakemake.log[0]):
             train_row(...)
@@ -79,23 +83,24 @@ def job_log(
         if e.code not in (None, 0):
             log.error("exited with status %s", e.code)
         raise
-    except UnreadableFileError as e:
-        if not path:  # no log file to keep the traceback in
+    except (UnreadableFileError, KeyboardInterrupt) as e:
+        if errors == "caller":
+            _log_to_files(e)
+            raise
+        if errors == "raise" or not path:  # no log file to keep the traceback in
             log.exception("failed: %s: %s", type(e).__name__, e)
             raise
         # A damaged input: its message (the file, what is wrong, the command that rebuilds it)
         # once on the console, the traceback in the log file only; exit 1 without a traceback.
+        # An interrupt: one line, exit 130.
         _log_to_files(e)
+        if isinstance(e, KeyboardInterrupt):
+            print(f"{tag or 'job'}: interrupted", file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
         print(f"{tag or 'ERROR'}: {e} (traceback in {path})", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
-    except KeyboardInterrupt as e:
-        _log_to_files(e)
-        if brief:
-            raise
-        print(f"{tag or 'job'}: interrupted", file=sys.stderr, flush=True)
-        raise SystemExit(130) from None
     except BaseException as e:
-        if brief:
+        if errors == "caller":
             _log_to_files(e)
         else:
             log.exception("failed: %s: %s", type(e).__name__, e)
@@ -186,7 +191,7 @@ def pretrain_genn(
 def load_pretrained(model, path, genn_cfg) -> list[float]:
     """Load a ``pretrain_genn`` file into ``model``'s prior (refusing one of another GENN);
     returns its pre-training history."""
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = read_torch(path, f"pre-trained prior {path}", "the workflow's `pretrain_genn` rule")
     if saved["genn"] != dataclasses.asdict(genn_cfg):
         raise ValueError(
             f"{path} holds a GENN of {saved['genn']}, not of model.genn {genn_cfg}: delete it "

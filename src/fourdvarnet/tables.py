@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import intervals
+from .data import read_json
 
 #: The paper's Tables 1 (Lorenz-63) and 2 (Lorenz-96), preprint of July 2020:
 #: row -> (R-score, 4DVar-score, ODE-score as printed). NaN where the paper gives no number.
@@ -120,13 +120,7 @@ def read_scores(score_files: list[str | Path], system: str) -> list[dict]:
     """The score files of one table, checked: valid JSON, finite scores, all of ``system``."""
     recs = []
     for f in score_files:
-        try:
-            rec = json.loads(Path(f).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(
-                f"score file {f} is not valid JSON, truncated or corrupt ({e}); it is written by "
-                "the workflow's `evaluate` rule: delete it and rerun"
-            ) from e
+        rec = read_json(f, f"score file {f}", "the workflow's `evaluate` rule")
         bad = {k: rec.get(k) for k in (*SCORES, "val_r_score") if k in rec}
         bad = {k: v for k, v in bad.items() if not _finite(v)}
         if bad:

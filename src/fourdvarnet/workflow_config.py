@@ -11,6 +11,7 @@ run without it.
 from __future__ import annotations
 
 import re
+import shlex
 
 import yaml
 
@@ -59,3 +60,15 @@ def _plain(v):
     if isinstance(v, (list, tuple)):
         return [_plain(x) for x in v]
     return v
+
+
+def rebuild_options(config_args, configfiles) -> str:
+    """The user's own ``--configfile`` and ``--config`` options, quoted for a shell, for the
+    rebuild advice of an unreadable file (``data.rebuild_advice``), so that pasting it rebuilds
+    the user's set-up, not the default one."""
+    out = []
+    if configfiles:
+        out += ["--configfile", *map(str, configfiles)]
+    if config_args:
+        out += ["--config", *map(str, config_args)]
+    return shlex.join(out)

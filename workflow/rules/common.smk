@@ -1,5 +1,6 @@
 # Configuration, wildcards and input functions shared by the rules.
 
+import os
 import sys
 
 import jsonschema
@@ -17,7 +18,8 @@ from fourdvarnet.config import (
     schema_error,
     system_train,
 )
-from fourdvarnet.workflow_config import user_config
+from fourdvarnet.data import REBUILD_OPTIONS
+from fourdvarnet.workflow_config import rebuild_options, user_config
 from fourdvarnet.plan import (
     CPU_STEP,
     job_seconds,
@@ -43,6 +45,10 @@ USER_CONFIG = user_config(
     workflow.config_settings.overwrite_config, workflow.config_settings.config
 )
 config.update(deep_merge(config, USER_CONFIG))
+# The jobs' advice for an unreadable input repeats the user's own config options.
+os.environ[REBUILD_OPTIONS] = rebuild_options(
+    workflow.config_settings.config_args, workflow.config_settings.configfiles
+)
 # Refuse a bad configuration before any job: once as given (types, ranges, names, the preset),
 # once with the preset applied (the values the jobs will see).
 validate_config(config, "as given")
