@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -184,3 +185,34 @@ def test_bad_inputs(evals, tmp_path):
         ds.drop_vars("x_hat").to_netcdf(tmp_path / "no_xhat.nc")
     with pytest.raises(ValueError, match=r"no_xhat.nc.*x_hat"):
         figures.fig2({"FSGD": tmp_path / "no_xhat.nc"}, tmp_path / "x.pdf", tmp_path / "x.png")
+
+
+def test_every_row_has_one_style_of_its_own_in_every_figure():
+    """A row's colour and line style come from its name alone (so it is the same in every
+    figure), and no two rows of the config's tables share one."""
+    import yaml
+
+    from fourdvarnet.figures import _styles, row_style
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    rows = sorted({r for rows in cfg["experiments"].values() for r in rows})
+    styles = {r: (row_style(r)["color"], row_style(r)["ls"]) for r in rows}
+    assert len(set(styles.values())) == len(rows), styles
+    assert styles["none-rk4-fsgd"] == ("m", ":")  # the paper's FSGD: magenta, dotted
+    assert styles["supervised-genn-conv"] == ("c", "-")  # the paper's GENN: cyan
+    attrs = {"scheme": "none", "prior": "rk4", "solver": "enks"}
+    ds = xr.Dataset(attrs=attrs)
+    assert _styles({"EnKS": ds, "another label": ds}) == {
+        "EnKS": row_style("none-rk4-enks"), "another label": row_style("none-rk4-enks")
+    }  # fmt: skip
+
+
+def test_fig4_fits_a_page_width(evals, tmp_path):
+    """Seven rows' maps wrap onto lines of at most four: the figure stays 14 inches wide."""
+    from fourdvarnet.figures import FIG4_WIDTH
+
+    many = {f"row {i}": path for i, path in enumerate(list(evals["l96"].values()) * 4)}
+    many = dict(list(many.items())[:7])
+    figures.fig4(many, tmp_path / "f.pdf", tmp_path / "f.png")
+    height, width = mpimg.imread(tmp_path / "f.png").shape[:2]
+    assert width <= FIG4_WIDTH * 150 + 2 and height < 2400

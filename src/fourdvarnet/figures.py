@@ -5,10 +5,11 @@ Each function takes a mapping ``label -> evaluation file`` (one file per row, as
 given) and writes the figure as a PDF and a PNG. All rows of one figure must have been evaluated
 on the same test split: the truth and the observations are taken from the first file.
 
-Line styles follow the paper where the rows allow it: rows using the Lorenz ODE prior are magenta,
-GENN rows cyan; FSGD is dotted, unsupervised rows dashed, supervised rows solid. Rows beyond the
-paper have their own colours: the direct CNN green, the Bayes posterior mean grey. Rows that would
-share a style fall back to the tab10 colour cycle.
+Every row has one style in every figure (``row_style``, from the row's name alone), following the
+paper where the rows allow it: rows with the Lorenz ODE prior are magenta, GENN rows cyan (the
+aG-LSTM solver in a darker shade than aG-Conv); unsupervised rows dashed, supervised rows solid.
+The baselines are dotted, each in its own colour (FSGD magenta as in the paper, L-BFGS purple,
+EnKS orange); the direct CNN is green and the Bayes posterior mean grey.
 """
 
 from __future__ import annotations
@@ -33,9 +34,23 @@ from .data import read_json, read_netcdf, read_torch  # noqa: E402
 log = logging.getLogger(__name__)
 
 REQUIRED = ("x", "y", "mask", "x_hat", "pathway_r_score", "pathway_fourdvar_score")
-PRIOR_COLOURS = {"rk4": "m", "euler": "tab:orange", "genn": "c"}
-SOLVER_COLOURS = {"direct": "tab:green", "bayes": "tab:gray"}  # before the prior's colour
+#: Colours of the learned rows per prior and solver (the paper: ODE magenta, GENN cyan).
+PRIOR_COLOURS = {
+    ("rk4", "conv"): "m", ("rk4", "lstm"): "darkmagenta",
+    ("euler", "conv"): "tab:olive", ("euler", "lstm"): "olive",
+    ("genn", "conv"): "c", ("genn", "lstm"): "darkcyan",
+}  # fmt: skip
+#: Colours of the rows whose solver alone names them (the baselines, direct CNN, Bayes floor).
+SOLVER_COLOURS = {
+    "fsgd": "m", "lbfgs": "tab:purple", "enks": "tab:orange", "fixed_point": "tab:brown",
+    "direct": "tab:green", "bayes": "tab:gray",
+}  # fmt: skip
 SCHEME_STYLES = {"none": ":", "unsupervised": "--", "supervised": "-"}
+#: One-pass rows: no solver iterations, so their "pathway" is two points (first guess, result).
+#: Figure 4 fits a page's width: at most this many rows' maps side by side, this wide (inches).
+MAP_COLUMNS = 4
+FIG4_WIDTH = 14.0
+ONE_PASS_NOTE = "markers: rows without iterations (first guess and result only)"
 TIME_LABEL = "time (model time units)"
 ITER_LABEL = "solver iteration + 1 (log scale)"
 MAX_KDE_POINTS = 50_000  # errors per curve fed to the kernel density (a fixed stride, no RNG)
@@ -64,20 +79,22 @@ def load_evals(evals: Mapping[str, str | Path]) -> dict[str, xr.Dataset]:
     return out
 
 
+def row_style(row: str) -> dict:
+    """The colour and line style of table row ``row`` (scheme-prior-solver), the same in every
+    figure; an unknown prior or solver is black."""
+    scheme, prior, solver = row.split("-")
+    colour = SOLVER_COLOURS.get(solver) if scheme == "none" or prior == "none" else None
+    colour = colour or PRIOR_COLOURS.get((prior, solver)) or SOLVER_COLOURS.get(solver, "k")
+    return {"color": colour, "ls": "-" if solver == "bayes" else SCHEME_STYLES.get(scheme, "-")}
+
+
 def _styles(dsets: Mapping[str, xr.Dataset]) -> dict[str, dict]:
-    """Colour and line style of each row, from its prior and learning scheme."""
-    styles, used = {}, set()
-    fallback = iter(plt.get_cmap("tab10").colors)
-    for label, ds in dsets.items():
-        colour = SOLVER_COLOURS.get(
-            ds.attrs.get("solver"), PRIOR_COLOURS.get(ds.attrs.get("prior"), "k")
-        )
-        ls = SCHEME_STYLES.get(ds.attrs.get("scheme"), "-")
-        if (colour, ls) in used:
-            colour = next(fallback)
-        used.add((colour, ls))
-        styles[label] = {"color": colour, "ls": ls}
-    return styles
+    """Each drawn row's style, from the row its evaluation file names (``row_style``)."""
+    return {label: row_style(_row(ds)) for label, ds in dsets.items()}
+
+
+def _row(ds: xr.Dataset) -> str:
+    return "-".join(str(ds.attrs.get(k, "none")) for k in ("scheme", "prior", "solver"))
 
 
 def _title(fig, text: str, preset: str, dsets: Mapping[str, xr.Dataset]) -> None:
@@ -98,10 +115,14 @@ def _save(fig, out_pdf, out_png) -> None:
 
 def _pathway(ax, dsets, styles, var: str, ylabel: str) -> None:
     """One energy pathway per row against iteration + 1 (iteration 0: interpolated state)."""
+    one_pass = False
     for label, ds in dsets.items():
         it = ds["iteration"].values
         marker = "o" if len(it) <= 2 else None  # one-pass methods: first guess and result
+        one_pass |= marker is not None
         ax.plot(it + 1, ds[var].values, label=label, lw=1.8, marker=marker, **styles[label])
+    if one_pass:
+        ax.text(0.01, 0.01, ONE_PASS_NOTE, transform=ax.transAxes, fontsize=7, color="0.3")
     ax.set_xscale("log")
     ax.set_yscale("log")
     plain = mticker.FuncFormatter(lambda v, _: f"{v:g}")
@@ -291,8 +312,10 @@ def fig4(evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "") ->
     errors = {k: np.abs(ds["x_hat"].values[s] - truth)[half] for k, ds in dsets.items()}
     err_max = max(max(e.max() for e in errors.values()), 1e-6)
     err_kw = {"cmap": "magma", "vmin": 0.0, "vmax": err_max}
-    fig = plt.figure(figsize=(max(15, 3.9 * len(dsets) + 1), 10.5), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.1])
+    ncols = min(MAP_COLUMNS, len(dsets))
+    blocks = math.ceil(len(dsets) / ncols)  # rows of (reconstruction, error) map pairs
+    fig = plt.figure(figsize=(FIG4_WIDTH, 4.2 + 3.6 * blocks), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[4.2, 3.6 * blocks])
     left, centre, right = top.subfigures(1, 3, width_ratios=[1.25, 1, 1])
     _truth_and_observations(left, ref, s, half, state_kw)
     ax_r = centre.subplots()
@@ -303,7 +326,7 @@ def fig4(evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "") ->
     _error_pdf(ax_e, dsets, styles)
     ax_e.set_xlabel("reconstruction error, all components (model units)")
     ax_e.set_title("error pdfs")
-    _reconstruction_maps(bottom, dsets, errors, s, t[half], half, state_kw, err_kw)
+    _reconstruction_maps(bottom, dsets, errors, s, t[half], half, state_kw, err_kw, ncols)
     _title(fig, "Figure 4 – Lorenz-96", preset, dsets)
     _save(fig, out_pdf, out_png)
 
@@ -328,20 +351,29 @@ def _truth_and_observations(subfig, ref, s, half, state_kw) -> None:
     subfig.colorbar(im, ax=[ax_x, ax_y], label="state (model units)")
 
 
-def _reconstruction_maps(subfig, dsets, errors, s, t_half, half, state_kw, err_kw) -> None:
+def _reconstruction_maps(subfig, dsets, errors, s, t_half, half, state_kw, err_kw, ncols) -> None:
     """Hovmoeller maps of each row's reconstruction of the slice ``half`` (times ``t_half``) of
-    test sequence ``s`` (top) and of its absolute error ``errors[row]`` (bottom)."""
+    test sequence ``s`` and, below it, of its absolute error ``errors[row]``: ``ncols`` rows
+    side by side, the next ones in a further pair of lines."""
     n_comp = next(iter(dsets.values())).sizes["component"]
-    axes = subfig.subplots(2, len(dsets), sharex=True, sharey=True, squeeze=False)
+    blocks = math.ceil(len(dsets) / ncols)
+    axes = subfig.subplots(2 * blocks, ncols, sharex=True, sharey=True, squeeze=False)
     for j, (label, ds) in enumerate(dsets.items()):
-        im_s = _hovmoeller(axes[0, j], ds["x_hat"].values[s][half], t_half, **state_kw)
-        im_e = _hovmoeller(axes[1, j], errors[label], t_half, **err_kw)
-        axes[0, j].set_title(label, fontsize=10)
-        axes[1, j].set_xlabel(TIME_LABEL)
-    axes[0, 0].set_ylabel(f"component (1–{n_comp})\nreconstruction")
-    axes[1, 0].set_ylabel(f"component (1–{n_comp})\nabsolute error")
-    subfig.colorbar(im_s, ax=axes[0, :], label="state (model units)")
-    subfig.colorbar(im_e, ax=axes[1, :], label="|error| (model units)")
+        ax_s, ax_e = axes[2 * (j // ncols), j % ncols], axes[2 * (j // ncols) + 1, j % ncols]
+        im_s = _hovmoeller(ax_s, ds["x_hat"].values[s][half], t_half, **state_kw)
+        im_e = _hovmoeller(ax_e, errors[label], t_half, **err_kw)
+        ax_s.set_title(label, fontsize=9)
+        ax_e.set_title("absolute error", fontsize=8)
+    for j in range(len(dsets), blocks * ncols):  # empty cells of the last pair of lines
+        axes[2 * (j // ncols), j % ncols].axis("off")
+        axes[2 * (j // ncols) + 1, j % ncols].axis("off")
+    for ax in axes[-1, :]:
+        ax.set_xlabel(TIME_LABEL)
+    for b in range(blocks):
+        axes[2 * b, 0].set_ylabel(f"component (1–{n_comp})")
+        axes[2 * b + 1, 0].set_ylabel(f"component (1–{n_comp})")
+    subfig.colorbar(im_s, ax=axes[0::2, :].ravel().tolist(), label="state (model units)")
+    subfig.colorbar(im_e, ax=axes[1::2, :].ravel().tolist(), label="|error| (model units)")
     subfig.suptitle(f"first half of test sequence {s}: reconstructions and absolute errors")
 
 
@@ -369,26 +401,26 @@ def fig_training(
     if not checkpoints:
         raise ValueError("no checkpoint given: the training figure needs a learned row")
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), sharey=True, constrained_layout=True)
-    colours = iter(plt.get_cmap("tab10").colors)
     for row, path in checkpoints.items():
         ckpt = read_torch(path, f"checkpoint {path}", "the workflow's `train` rule")
         var = ckpt["normalizer"]["std"] ** 2
         steps, seconds, val_r = _curve(ckpt["train_record"])
-        colour = next(colours)
+        style = row_style(row)
         for ax, x in zip(axes, (steps, seconds)):
-            ax.plot(x, val_r * var, marker="o", ms=3, lw=1.6, color=colour, label=row)
+            ax.plot(x, val_r * var, marker="o", ms=3, lw=1.6, label=row, **style)
             if not math.isnan(paper.get(row, math.nan)):
-                ax.axhline(paper[row], color=colour, ls="--", lw=1)
-    for (label, path), ls in zip(references.items(), (":", "-.", "-")):
-        score = read_json(path, f"score file {path}", "the workflow's `evaluate` rule")["r_score"]
+                ax.axhline(paper[row], color=style["color"], ls=(0, (1, 3)), lw=1)
+    for label, path in references.items():
+        rec = read_json(path, f"score file {path}", "the workflow's `evaluate` rule")
+        style = row_style(f"{rec['scheme']}-{rec['prior']}-{rec['solver']}")
         for ax in axes:
-            ax.axhline(score, color="0.4", ls=ls, lw=1.4, label=f"{label} (test)")
+            ax.axhline(rec["r_score"], lw=1.4, label=f"{label} (test)", **style)
     for ax, xlabel in zip(axes, ("optimiser steps", "training seconds (pre-training excluded)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(xlabel)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("validation R-score (dashed: the paper's test value)")
+    axes[0].set_ylabel("validation R-score (fine dots: the paper's test value)")
     axes[1].legend(fontsize=8, loc="upper right")
     title = "Training curves" + (f" (preset {preset}, first seed)" if preset else "")
     fig.suptitle(title, fontsize=13)
