@@ -449,3 +449,68 @@ def test_a_truncated_input_is_one_message_whose_command_rebuilds_it(tmp_path, ci
     snakemake(work, target, "--cores", "1", *options)
     assert xr.load_dataset(data).sizes["sample"] > 0
     assert (work / target).is_file()
+
+
+def _checksums(work: Path) -> dict[str, str]:
+    """sha256 of every file of the default runs (results/ but results/runs/, and figures/)."""
+    import hashlib
+
+    out = {}
+    for top in ("results", "figures"):
+        for p in sorted((work / top).rglob("*")):
+            rel = p.relative_to(work).as_posix()
+            if p.is_file() and not rel.startswith("results/runs/"):
+                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def test_a_named_run_writes_below_its_own_directory_and_leaves_the_default_run_alone(
+    tmp_path, ci_run
+):
+    """Your own experiment (README): another observation spacing under --config run=obs4 writes
+    its data, models, scores, tables and figures below results/runs/obs4/ci/, records its set-up
+    and name in them, and leaves every file of the default run byte-identical."""
+    work = with_ci_outputs(tmp_path, ci_run)
+    before = _checksums(work)
+    rows = "experiments={l63: [none-rk4-enks, supervised-rk4-conv], l96: []}"
+    args = ("--cores", "2", "--config", "preset=ci", "run=obs4", "data={l63: {obs: {every: 4}}}")
+    snakemake(work, *args, rows)
+    assert _checksums(work) == before
+    root = work / "results/runs/obs4/ci"
+    table = pd.read_csv(root / "table1.csv")
+    assert list(table["row"]) == ["none-rk4-enks", "supervised-rk4-conv"]
+    assert (table["run"] == "obs4").all() and table["setup"].str.contains("every 4 steps").all()
+    default = pd.read_csv(work / "results/table1.csv")
+    assert default["setup"].str.contains("every 8 steps").all() and default["run"].isna().all()
+    for fig in ("fig2_energy_pathways", "fig3_l63_examples", "fig_training_l63"):
+        assert (root / "figures" / f"{fig}.png").is_file()
+    # the figures refuse to draw the variant's EnKS beside the default run's rows
+    from fourdvarnet import figures
+
+    evals = {
+        "EnKS (every 4)": root / "eval/l63/none-rk4-enks/seed0.nc",
+        "FSGD (every 8)": work / "results/ci/eval/l63/none-rk4-fsgd/seed0.nc",
+    }
+    with pytest.raises(ValueError, match="different data set-ups"):
+        figures.fig2(evals, tmp_path / "f.pdf", tmp_path / "f.png")
+
+
+def test_the_observation_sweep_is_one_dag_with_a_figure(tmp_path):
+    """The sweep: every spacing x noise point a twin experiment of its own, in one DAG, and a
+    CSV and figure of the R-score against the set-up (two spacings, one noise, two rows)."""
+    work = copy_repo(tmp_path)
+    sweep = (
+        "sweep={system: l63, every: [4, 8], noise_var: [2.0], rows: [none-rk4-enks, none-rk4-fsgd]}"
+    )
+    snakemake(work, "--cores", "2", "--config", "preset=ci", sweep, "--", "sweep")
+    table = pd.read_csv(work / "results/sweep_l63.csv")
+    assert sorted(zip(table["row"], table["obs_every"])) == [
+        ("none-rk4-enks", 4), ("none-rk4-enks", 8), ("none-rk4-fsgd", 4), ("none-rk4-fsgd", 8)
+    ]  # fmt: skip
+    assert (table["r_score_ci_low"] <= table["r_score"]).all()
+    assert (work / "figures/sweep_l63.png").is_file()
+    assert not (work / "results/table1.csv").exists()  # the sweep alone ran
+    # each point has its own data: its spacing is in its test file
+    for every in (4, 8):
+        ds = xr.load_dataset(work / f"results/ci/sweep/every{every}-noise2/data/l63_test.nc")
+        assert ds.attrs["obs_every"] == every

@@ -123,6 +123,39 @@ def make_splits(cfg: DataConfig) -> dict[str, xr.Dataset]:
     return out
 
 
+def data_setup(attrs: dict) -> dict:
+    """The data set-up of a split file (from its ``config`` attribute): what a table row or a
+    figure must record, and what two evaluations must share to be compared."""
+    cfg = json.loads(attrs["config"])
+    obs = cfg["obs"]
+    return {
+        "system": cfg["system"],
+        "obs_every": obs["every"],
+        "obs_components": obs["components"],
+        "obs_n_random": obs["n_random"],
+        "obs_blank_ends": obs["blank_ends"],
+        "noise_var": obs["noise_var"],
+        "window": cfg["window"],
+        "windows": [cfg["n_train"], cfg["n_val"], cfg["n_test"]],
+        "dt": cfg["dt"],
+        "data_seed": cfg["seed"],
+    }
+
+
+def describe_setup(setup: dict) -> str:
+    """A data set-up (``data_setup``) in one short line."""
+    what = (
+        f"x{[c + 1 for c in setup['obs_components']]}"
+        if setup["obs_components"] is not None
+        else f"{setup['obs_n_random']} random components"
+    )
+    n = "/".join(str(v) for v in setup["windows"])
+    return (
+        f"obs {what} every {setup['obs_every']} steps, noise var {setup['noise_var']:g}; "
+        f"{n} windows of {setup['window']}"
+    )
+
+
 def covariance(a: np.ndarray) -> np.ndarray:
     """Sample covariance of the rows of ``a`` (n, c), without BLAS (``np.cov`` calls ``dot``,
     whose last bits depend on the BLAS kernel): the data files stay bit-identical everywhere."""

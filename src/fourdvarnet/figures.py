@@ -14,6 +14,7 @@ EnKS orange); the direct CNN is green and the Bayes posterior mean grey.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from .data import read_json, read_netcdf, read_torch  # noqa: E402
+from .data import describe_setup, read_json, read_netcdf, read_torch  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,13 @@ def load_evals(evals: Mapping[str, str | Path]) -> dict[str, xr.Dataset]:
             raise ValueError(
                 f"rows {first_label!r} and {label!r} were not evaluated on the same test split"
             )
+        for key, what in (("data_setup", "data set-ups"), ("run", "runs")):
+            a, b = first.attrs.get(key), ds.attrs.get(key)
+            if a is not None and b is not None and a != b:
+                raise ValueError(
+                    f"rows {first_label!r} and {label!r} come from different {what} "
+                    f"({a} and {b}): one figure draws one set-up"
+                )
     return out
 
 
@@ -97,11 +105,20 @@ def _row(ds: xr.Dataset) -> str:
     return "-".join(str(ds.attrs.get(k, "none")) for k in ("scheme", "prior", "solver"))
 
 
-def _title(fig, text: str, preset: str, dsets: Mapping[str, xr.Dataset]) -> None:
+def _title(fig, text: str, preset: str, dsets: Mapping[str, xr.Dataset], caption="") -> None:
+    """The figure's title, with the preset, the run, the seeds and the data set-up, and the
+    preset's ``caption`` (what its numbers are not) on a line of its own."""
     ds = next(iter(dsets.values()))
     seeds = sorted({str(d.attrs.get("seed", "?")) for d in dsets.values()})
     extra = f"{ds.sizes['sample']} test sequences, seed {', '.join(seeds)}"
-    fig.suptitle(f"{text} ({f'preset {preset}, ' if preset else ''}{extra})", fontsize=13)
+    run = ds.attrs.get("run")
+    where = f"{f'preset {preset}, ' if preset else ''}{f'run {run}, ' if run else ''}"
+    lines = [f"{text} ({where}{extra})"]
+    if "data_setup" in ds.attrs:
+        lines.append(describe_setup(json.loads(ds.attrs["data_setup"])))
+    if caption:
+        lines.append(caption)
+    fig.suptitle("\n".join(lines), fontsize=13)
 
 
 def _save(fig, out_pdf, out_png) -> None:
@@ -161,7 +178,9 @@ def _error_pdf(ax, dsets, styles, component=None) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def fig2(evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "") -> None:
+def fig2(
+    evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "", caption: str = ""
+) -> None:
     """Figure 2 (Lorenz-63): energy pathways (top) and reconstruction-error pdfs (bottom).
 
     Top left: R-score (mean squared error of the reconstruction, in squared model units) after
@@ -187,7 +206,7 @@ def fig2(evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "") ->
         ax.set_xlabel(f"error on $x_{c + 1}$ (model units)")
         ax.set_title(f"component $x_{c + 1}$")
     fig.legend(*ax_r.get_legend_handles_labels(), loc="outside lower center", ncol=len(dsets))
-    _title(fig, "Figure 2 – Lorenz-63: energy pathways and error pdfs", preset, dsets)
+    _title(fig, "Figure 2 – Lorenz-63: energy pathways and error pdfs", preset, dsets, caption)
     _save(fig, out_pdf, out_png)
 
 
@@ -196,7 +215,9 @@ def example_indices(n_samples: int, n_examples: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_samples - 1, min(n_examples, n_samples)).round().astype(int))
 
 
-def fig3(evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "", n_examples=4):
+def fig3(
+    evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "", n_examples=4, caption=""
+):
     """Figure 3 (Lorenz-63): reconstructions of ``n_examples`` test sequences.
 
     One column per sequence (evenly spaced sample indices), one row per component: truth (black),
@@ -231,7 +252,7 @@ def fig3(evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "", n_
             if c == n_comp - 1:
                 ax.set_xlabel(TIME_LABEL)
     _examples_legend(fig, axes, dsets)
-    _title(fig, "Figure 3 – Lorenz-63 reconstruction examples", preset, dsets)
+    _title(fig, "Figure 3 – Lorenz-63 reconstruction examples", preset, dsets, caption)
     _save(fig, out_pdf, out_png)
     return fig
 
@@ -291,7 +312,9 @@ def _hovmoeller(ax, field, t, **kw):
     )
 
 
-def fig4(evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "") -> None:
+def fig4(
+    evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "", caption: str = ""
+) -> None:
     """Figure 4 (Lorenz-96): example sequence, energy pathways, error pdfs and Hovmoeller maps.
 
     Upper left: the true state of one test sequence (the middle one) and its noisy observations
@@ -327,7 +350,7 @@ def fig4(evals: Mapping[str, str | Path], out_pdf, out_png, preset: str = "") ->
     ax_e.set_xlabel("reconstruction error, all components (model units)")
     ax_e.set_title("error pdfs")
     _reconstruction_maps(bottom, dsets, errors, s, t[half], half, state_kw, err_kw, ncols)
-    _title(fig, "Figure 4 – Lorenz-96", preset, dsets)
+    _title(fig, "Figure 4 – Lorenz-96", preset, dsets, caption)
     _save(fig, out_pdf, out_png)
 
 
@@ -392,11 +415,16 @@ def fig_training(
     out_pdf,
     out_png,
     preset: str = "",
+    caption: str = "",
 ) -> None:
     """Training curves: each learned row's validation R-score against optimiser steps and
-    against training seconds (log axes), its paper test R-score as a dashed line in its colour,
+    against training seconds (log axes), its paper test R-score as a dotted line in its colour,
     and the test R-scores of the reference rows (``references``: label -> scores JSON, e.g. the
-    EnKS and the Bayes floor) as grey horizontal lines. ``checkpoints``: row -> checkpoint."""
+    EnKS and the Bayes floor) as horizontal lines in their rows' styles. ``checkpoints``: row ->
+    checkpoint. A ``caption`` (a preset whose training is not comparable with the paper's) goes
+    under the title, and the paper's values are then left out: they are no target there."""
+    if caption:
+        paper = {}
 
     if not checkpoints:
         raise ValueError("no checkpoint given: the training figure needs a learned row")
@@ -423,5 +451,5 @@ def fig_training(
     axes[0].set_ylabel("validation R-score (fine dots: the paper's test value)")
     axes[1].legend(fontsize=8, loc="upper right")
     title = "Training curves" + (f" (preset {preset}, first seed)" if preset else "")
-    fig.suptitle(title, fontsize=13)
+    fig.suptitle(title + (f"\n{caption}" if caption else ""), fontsize=13)
     _save(fig, out_pdf, out_png)

@@ -26,7 +26,7 @@ from .config import (
     from_dict,
     train_config,
 )
-from .data import Normalizer, load_split, make_splits, read_torch, write_netcdf
+from .data import Normalizer, data_setup, load_split, make_splits, read_torch, write_netcdf
 from .evaluate import evaluate
 from .model import build_model, load_checkpoint, save_atomic, save_checkpoint
 from .priors import build_prior
@@ -271,8 +271,11 @@ def evaluate_row(
     scores_path: str | Path,
     checkpoint=None,
     threads: int | None = None,
+    run: str = "",
 ) -> dict:
-    """Score one table row on the test split; writes the reconstructions and the scores."""
+    """Score one table row on the test split; writes the reconstructions and the scores, with
+    the data set-up (``data.data_setup``) and the name of the run (``run``: a named variant,
+    '' for the default run) that the tables and figures check before they combine rows."""
     exp = parse_row(row, system, seed)
     ecfg = from_dict(EvalConfig, eval_cfg, f"evaluate.{system}")
     set_threads(threads)
@@ -301,9 +304,9 @@ def evaluate_row(
         if "seconds" in record:  # wall time of the training job (pre-training included)
             extra["train_seconds"] = record["seconds"]
     log.info("evaluating %s on %s", exp.name, device)
-    ds, scores = evaluate(
-        model, exp, test, norm, dt, ecfg, device, {"checkpoint": str(checkpoint or ""), **extra}
-    )
+    setup = data_setup(test.attrs)
+    attrs = {"checkpoint": str(checkpoint or ""), "run": run, "data_setup": json.dumps(setup)}
+    ds, scores = evaluate(model, exp, test, norm, dt, ecfg, device, {**attrs, **extra})
     scores.update(
         extra,
         experiment=exp.name,
@@ -313,6 +316,8 @@ def evaluate_row(
         solver=exp.solver,
         seed=exp.seed,
         device=str(device),
+        run=run,
+        setup=setup,
     )
     check_scores(scores, row)
     # per window, in the order of the split, for the tables' intervals (intervals.py)

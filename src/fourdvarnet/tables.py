@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import intervals
-from .data import read_json
+from .data import describe_setup, read_json
 
 #: The paper's Tables 1 (Lorenz-63) and 2 (Lorenz-96), preprint of July 2020:
 #: row -> (R-score, 4DVar-score, ODE-score as printed). NaN where the paper gives no number.
@@ -132,7 +133,21 @@ def read_scores(score_files: list[str | Path], system: str) -> list[dict]:
     wrong = sorted({r["system"] for r in recs} - {system})
     if wrong:
         raise ValueError(f"score files of system(s) {wrong} given for the {system} table")
+    for key, what in (("setup", "data set-ups"), ("run", "runs")):
+        _same(recs, score_files, key, what)
     return recs
+
+
+def _same(recs: list[dict], files, key: str, what: str) -> None:
+    """Refuse score files that differ in ``key`` (the data set-up, the named run): their rows
+    cannot share a table. Files written before the key existed are not checked."""
+    seen: dict[str, str] = {}
+    for rec, f in zip(recs, files):
+        if key in rec:
+            seen.setdefault(json.dumps(rec[key], sort_keys=True), str(f))
+    if len(seen) > 1:
+        shown = "; ".join(f"{f}: {v}" for v, f in seen.items())
+        raise ValueError(f"score files of different {what} cannot share a table: {shown}")
 
 
 def window_errors(recs: list[dict]) -> tuple[dict[str, np.ndarray], int]:
@@ -166,7 +181,8 @@ def make_table(score_files: list[str | Path], system: str) -> pd.DataFrame:
     too), and the paper's numbers."""
     recs = read_scores(score_files, system)
     errors, length = window_errors(recs)
-    df = pd.DataFrame([{k: v for k, v in r.items() if k not in WINDOW_FIELDS} for r in recs])
+    skip = (*WINDOW_FIELDS, "setup", "run")
+    df = pd.DataFrame([{k: v for k, v in r.items() if k not in skip} for r in recs])
     agg = {"n_seeds": ("seed", "nunique")}
     for s in SCORES:
         if s in df:
@@ -201,6 +217,8 @@ def make_table(score_files: list[str | Path], system: str) -> pd.DataFrame:
     for k in ("bayes_expected_rscore", "bayes_ess_min", "bayes_ess_median", "bayes_mc_mse"):
         if k in df:
             table[k] = table["row"].map(df.groupby("row")[k].mean())
+    table["run"] = recs[0].get("run", "")
+    table["setup"] = describe_setup(recs[0]["setup"]) if "setup" in recs[0] else ""
     return table
 
 
@@ -224,10 +242,16 @@ def make_pairs(score_files: list[str | Path], system: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def write_table(score_files, system: str, out: str | Path, preset: str = "") -> pd.DataFrame:
-    """Write the table of ``system`` as CSV; ``preset`` names the preset it comes from."""
+def write_table(
+    score_files, system: str, out: str | Path, preset: str = "", caption: str = ""
+) -> pd.DataFrame:
+    """Write the table of ``system`` as CSV; ``preset`` names the preset it comes from and
+    ``caption`` (a ``note`` column, where given) says what its numbers are not (e.g. the quick
+    preset's short training)."""
     table = make_table(list(score_files), system)
     table.insert(0, "preset", preset)
+    if caption:
+        table.insert(1, "note", caption)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False, float_format="%.4g")

@@ -72,3 +72,27 @@ def rebuild_options(config_args, configfiles) -> str:
     if config_args:
         out += ["--config", *map(str, config_args)]
     return shlex.join(out)
+
+
+#: A point of the observation sweep in a results path: ``<root>/sweep/every<E>-noise<V>``.
+_SWEEP_POINT = re.compile(r"(?:^|/)sweep/every([0-9]+)-noise([0-9.]+)$")
+
+
+def sweep_part(root: str, every: int, noise_var: float) -> str:
+    """The results path part of a sweep point below ``root`` (``results/<part>/...``)."""
+    return f"{root}/sweep/every{int(every)}-noise{float(noise_var):g}"
+
+
+def sweep_point(part: str) -> tuple[int, float] | None:
+    """(observation spacing, noise variance) of a sweep point's path part, else None."""
+    m = _SWEEP_POINT.search(part)
+    return (int(m[1]), float(m[2])) if m else None
+
+
+def point_data(data: dict, part: str) -> dict:
+    """A system's data config, with the observation set-up of the sweep point ``part`` (if it
+    is one)."""
+    point = sweep_point(part)
+    if point is None:
+        return data
+    return deep_merge(data, {"obs": {"every": point[0], "noise_var": point[1]}})

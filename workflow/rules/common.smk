@@ -19,7 +19,12 @@ from fourdvarnet.config import (
     system_train,
 )
 from fourdvarnet.data import REBUILD_OPTIONS
-from fourdvarnet.workflow_config import rebuild_options, user_config
+from fourdvarnet.workflow_config import (
+    point_data,
+    rebuild_options,
+    sweep_part,
+    user_config,
+)
 from fourdvarnet.plan import (
     CPU_STEP,
     job_seconds,
@@ -60,6 +65,14 @@ for section in ("data", "model", "train", "evaluate"):
 
 PRESET = CFG["preset"]
 SEEDS = [int(seed) for seed in CFG["seeds"]]  # --config gives strings
+# Where this run writes. The default run: results/<preset>/, its tables in results/ and its
+# figures in figures/ (the last preset run's). A named run (--config run=NAME): everything below
+# results/runs/NAME/<preset>/, tables and figures included, so it never touches another's files.
+RUN = str(CFG.get("run") or "")
+ROOT = f"runs/{RUN}/{PRESET}" if RUN else PRESET  # results/{ROOT}/: data, models, eval, logs
+TABLE_DIR = f"results/{ROOT}/" if RUN else "results/"
+FIGURE_DIR = f"results/{ROOT}/figures/" if RUN else "figures/"
+SWEEP = CFG.get("sweep") or {}
 TABLES = {"table1": "l63", "table2": "l96"}
 FIGURES = {
     "fig2_energy_pathways": ("fig2", "l63"),
@@ -75,7 +88,8 @@ if workflow.is_main_process:
 
 
 wildcard_constraints:
-    preset=r"[A-Za-z0-9_]+",
+    # results/{preset}/...: a preset, under a named run, or a point of the observation sweep
+    preset=r"(runs/[A-Za-z0-9_-]+/)?[A-Za-z0-9_]+(/sweep/every[0-9]+-noise[0-9.]+)?",
     system="l63|l96",
     row=r"(none|unsupervised|supervised)-(rk4|euler|genn|none)-(fsgd|lbfgs|enks|bayes|fixed_point|conv|lstm|direct)",
     seed=r"\d+",
@@ -88,7 +102,7 @@ def row_seeds(row):
 
 
 def eval_path(system, row, seed, ext):
-    return f"results/{PRESET}/eval/{system}/{row}/seed{seed}.{ext}"
+    return f"results/{ROOT}/eval/{system}/{row}/seed{seed}.{ext}"
 
 
 def table_scores(wildcards):
@@ -123,7 +137,7 @@ def reference_rows(system):
 
 def checkpoint_path(system, row, seed=None):
     seed = SEEDS[0] if seed is None else seed
-    return f"results/{PRESET}/models/{system}/{row}/seed{seed}.pt"
+    return f"results/{ROOT}/models/{system}/{row}/seed{seed}.pt"
 
 
 def train_priority(wildcards):
@@ -151,18 +165,34 @@ def train_inputs(wildcards):
     return inputs
 
 
+def data_config(wildcards):
+    """The data config of a system, with a sweep point's observation set-up where the path is
+    one."""
+    return point_data(CFG["data"][wildcards.system], wildcards.preset)
+
+
+def sweep_scores(wildcards):
+    """The score files of every point and row of the sweep (first seed)."""
+    return [
+        f"results/{sweep_part(ROOT, e, v)}/eval/{SWEEP['system']}/{row}/seed{SEEDS[0]}.json"
+        for e in SWEEP["every"]
+        for v in SWEEP["noise_var"]
+        for row in SWEEP["rows"]
+    ]
+
+
 def all_outputs():
     """Tables and figures of every system with table rows."""
     systems = [system for system, rows in CFG["experiments"].items() if rows]
-    tables = [f"results/{t}.csv" for t, system in TABLES.items() if system in systems]
+    tables = [f"{TABLE_DIR}{t}.csv" for t, system in TABLES.items() if system in systems]
     figures = [
-        f"figures/{name}.{ext}"
+        f"{FIGURE_DIR}{name}.{ext}"
         for name, (fig, system) in FIGURES.items()
         if system in systems and CFG["figures"].get(fig)
         for ext in ("pdf", "png")
     ]
     curves = [
-        f"figures/fig_training_{system}.{ext}"
+        f"{FIGURE_DIR}fig_training_{system}.{ext}"
         for system in systems
         if learned_rows(system)
         for ext in ("pdf", "png")
@@ -220,7 +250,7 @@ def report_preset_mismatches():
 
     lines = []
     for table in all_outputs():
-        if not (table.startswith("results/table") and Path(table).is_file()):
+        if not (table.startswith(f"{TABLE_DIR}table") and Path(table).is_file()):
             continue
         with open(table, newline="") as f:
             held = sorted({row.get("preset") or "(none)" for row in csv.DictReader(f)})

@@ -11,6 +11,6 @@ rule simulate:
     conda:
         "../../envs/torch.yaml"
     params:
-        data=lambda w: CFG["data"][w.system],
+        data=data_config,
     script:
         "../scripts/simulate.py"

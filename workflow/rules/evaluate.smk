@@ -20,5 +20,6 @@ rule evaluate:
     params:
         model=lambda w: CFG["model"][w.system],
         evaluate=lambda w: CFG["evaluate"][w.system],
+        run=RUN,
     script:
         "../scripts/evaluate.py"

@@ -4,19 +4,19 @@ rule figure:
         evals=figure_evals,
     output:
         pdf=report(
-            "figures/{figure}.pdf",
+            f"{FIGURE_DIR}{{figure}}.pdf",
             caption="../report/figures.rst",
             category="Figures",
             labels={"figure": "{figure}", "format": "pdf"},
         ),
         png=report(
-            "figures/{figure}.png",
+            f"{FIGURE_DIR}{{figure}}.png",
             caption="../report/figures.rst",
             category="Figures",
             labels={"figure": "{figure}", "format": "png"},
         ),
     log:
-        "results/logs/{figure}.log",
+        f"{TABLE_DIR}logs/{{figure}}.log",
     wildcard_constraints:
         figure="|".join(FIGURES),
     localrule: True
@@ -26,6 +26,7 @@ rule figure:
         figure=lambda w: FIGURES[w.figure][0],
         labels=lambda w: [label for label, _ in figure_rows(w)],
         preset=PRESET,
+        caption=CFG.get("caption", ""),
     script:
         "../scripts/figures.py"
 
@@ -40,19 +41,19 @@ rule training_figure:
         ],
     output:
         pdf=report(
-            "figures/fig_training_{system}.pdf",
+            f"{FIGURE_DIR}fig_training_{{system}}.pdf",
             caption="../report/figures.rst",
             category="Figures",
             labels={"figure": "fig_training_{system}", "format": "pdf"},
         ),
         png=report(
-            "figures/fig_training_{system}.png",
+            f"{FIGURE_DIR}fig_training_{{system}}.png",
             caption="../report/figures.rst",
             category="Figures",
             labels={"figure": "fig_training_{system}", "format": "png"},
         ),
     log:
-        "results/logs/fig_training_{system}.log",
+        f"{TABLE_DIR}logs/fig_training_{{system}}.log",
     localrule: True
     conda:
         "../../envs/plot.yaml"
@@ -60,5 +61,35 @@ rule training_figure:
         rows=lambda w: learned_rows(w.system),
         references=lambda w: list(reference_rows(w.system)),
         preset=PRESET,
+        caption=CFG.get("caption", ""),
     script:
         "../scripts/training_figure.py"
+
+
+rule sweep_figure:
+    """R-score against the observation set-up (config `sweep`): a CSV and a figure from the
+    sweep's points, each a whole twin experiment of its own."""
+    input:
+        scores=sweep_scores,
+    output:
+        csv=f"{TABLE_DIR}sweep_{{system}}.csv",
+        pdf=f"{FIGURE_DIR}sweep_{{system}}.pdf",
+        png=f"{FIGURE_DIR}sweep_{{system}}.png",
+    log:
+        f"{TABLE_DIR}logs/sweep_{{system}}.log",
+    localrule: True
+    conda:
+        "../../envs/plot.yaml"
+    params:
+        preset=PRESET,
+        caption=CFG.get("caption", ""),
+    script:
+        "../scripts/sweep.py"
+
+
+rule sweep:
+    """The observation sweep of config `sweep` (`snakemake --config preset=quick -- sweep`)."""
+    input:
+        f"{TABLE_DIR}sweep_{SWEEP.get('system', 'l63')}.csv",
+        f"{FIGURE_DIR}sweep_{SWEEP.get('system', 'l63')}.png",
+    localrule: True

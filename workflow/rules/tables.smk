@@ -4,14 +4,14 @@ rule table:
         scores=table_scores,
     output:
         report(
-            "results/{table}.csv",
+            f"{TABLE_DIR}{{table}}.csv",
             caption="../report/tables.rst",
             category="Tables",
             labels={"table": "{table}"},
         ),
-        pairs="results/{table}_pairs.csv",
+        pairs=f"{TABLE_DIR}{{table}}_pairs.csv",
     log:
-        "results/logs/{table}.log",
+        f"{TABLE_DIR}logs/{{table}}.log",
     wildcard_constraints:
         table="table1|table2",
     localrule: True
@@ -20,5 +20,6 @@ rule table:
     params:
         system=lambda w: TABLES[w.table],
         preset=PRESET,
+        caption=CFG.get("caption", ""),
     script:
         "../scripts/table.py"

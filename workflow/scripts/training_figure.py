@@ -15,4 +15,5 @@ with job_log(sm.log[0]):
         sm.output.pdf,
         sm.output.png,
         preset=sm.params.preset,
+        caption=sm.params.caption,
     )
