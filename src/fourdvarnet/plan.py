@@ -145,12 +145,12 @@ class RunEstimate:
 
     def line(self) -> str:
         gpu = (
-            f"; the training on one GPU: about {format_hours(self.gpu_training_hours)}"
+            f"; the training on one GPU: {about(self.gpu_training_hours)}"
             if self.training_jobs
             else ""
         )
         return (
-            f"about {format_hours(self.wall_hours)} of wall time on {self.cores} core(s) "
+            f"{about(self.wall_hours)} of wall time on {self.cores} core(s) "
             f"({self.jobs} job(s), {self.training_jobs} training; "
             f"{format_hours(self.cpu_hours)} of CPU time{gpu})"
         )
@@ -413,6 +413,11 @@ def format_hours(hours: float) -> str:
     if hours < 48:
         return f"{hours:.1f} h"
     return f"{hours / 24:.0f} days"
+
+
+def about(hours: float) -> str:
+    text = format_hours(hours)
+    return text if text.startswith("under") else f"about {text}"
 
 
 def long_cpu_run(
