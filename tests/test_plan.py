@@ -126,3 +126,54 @@ def test_performance_doc_shows_the_timings_file():
         "`python scripts/performance_tables.py`"
     )
     assert "| cpu | l96 | genn | step | 16 | 5 | 10.9-11.4 s |" in block.content
+
+
+def reference_run(name: str) -> tuple[dict, float]:
+    """A reference run's resolved config (reference/<name>/config.yaml, the config.yaml of its
+    commit, with the preset its run-info.txt names applied) and its measured wall seconds."""
+    import re
+
+    info = (REPO / "reference" / name / "run-info.txt").read_text(encoding="utf-8")
+    head = re.match(r"preset: (\w+)\s.*?\bwall (\d+) s", info)
+    assert head, f"reference/{name}/run-info.txt: no 'preset: ... wall N s' first line"
+    raw = yaml.safe_load((REPO / "reference" / name / "config.yaml").read_text())
+    return resolve_preset(dict(raw, preset=head[1])), float(head[2])
+
+
+@pytest.mark.parametrize("name", ["quick", "cpu"])
+def test_the_run_estimate_is_within_2x_of_the_reference_runs(name):
+    """Every job of the preset (simulations, pre-training, training, evaluations, tables and
+    figures) on the reference runs' 2 cores, against their measured wall time."""
+    from fourdvarnet.plan import estimate_run
+
+    cfg, measured = reference_run(name)
+    est = estimate_run(cfg, cores=2)
+    assert measured / 2 <= est.wall_hours * 3600 <= measured * 2, (est, measured)
+
+
+def test_a_narrow_genn_is_priced_by_its_compute():
+    """The quick preset's L96 GENN (width 16, hidden 16, kernel 5) costs about a tenth of the
+    paper's (50, 50, 11) it was timed with; the L63 GENN of the config is about the timed one."""
+    from fourdvarnet.plan import genn_scale
+
+    quick = preset("quick")
+    assert 0.05 < genn_scale(quick, "l96") < 0.15
+    assert 0.8 < genn_scale(preset("paper"), "l63") < 1.2
+    assert genn_scale({}, "l96") == 1.0
+
+
+def test_paper_preset_without_cuda_stops_when_unnamed_with_the_run_estimate():
+    from fourdvarnet.plan import estimate_run, plan_line, unnamed_preset_stop
+
+    cfg = preset("paper")
+    stop = unnamed_preset_stop(cfg, cuda_available=False, cores=8)
+    assert stop is not None and stop.startswith("STOPPED before any job")
+    assert "of wall time on 8 core(s)" in stop and "--config preset=quick" in stop
+    assert unnamed_preset_stop(cfg, cuda_available=True) is None
+    assert unnamed_preset_stop(preset("quick"), cuda_available=False) is None
+    # the dry run's line: every job of the preset, its training jobs counted
+    assert plan_line(cfg, 8).startswith("preset 'paper': 16 training job(s), about ")
+    assert "for every output of the preset" in plan_line(cfg, 8)
+    # the pending jobs only: fewer jobs, less time
+    l63 = [("train", {"system": "l63", "row": r, "seed": "0"}) for r in ("supervised-rk4-conv",)]
+    assert estimate_run(cfg, l63, 8).wall_hours < estimate_run(cfg, cores=8).wall_hours

@@ -27,9 +27,11 @@ from fourdvarnet.workflow_config import (
 )
 from fourdvarnet.plan import (
     CPU_STEP,
+    estimate_run,
     job_seconds,
     plan_line,
     plan_warning,
+    run_line,
     unnamed_preset_stop,
 )
 
@@ -83,8 +85,22 @@ for line in drop_absent_figure_rows(CFG, dict(FIGURES.values())):
     if workflow.is_main_process:  # not again in every job's process
         print(line, file=sys.stderr)
 check_train_rows(CFG)
-if workflow.is_main_process:
-    print(plan_line(CFG), file=sys.stderr)
+
+
+def dry_run(argv=None):
+    """Whether this is a dry run (-n, --dry-run, --dryrun, or -n among short flags: -pn).
+    Snakemake 9 reads the Snakefile before it knows its executor (workflow.dryrun is False
+    then), so the command line is all there is."""
+    argv = sys.argv if argv is None else argv
+    long = ("--dry-run", "--dryrun")
+    short = (a[1:] for a in argv if a.startswith("-") and not a.startswith("--"))
+    return any(a in long for a in argv) or any(s.isalpha() and "n" in s for s in short)
+
+
+# A dry run says what every output of the preset costs; a real run says what its own jobs cost,
+# once, in the onstart hook (warn_if_cpu_training), which dry runs do not run.
+if workflow.is_main_process and (workflow.dryrun or dry_run()):
+    print(plan_line(CFG, workflow.resource_settings.cores), file=sys.stderr)
 
 
 wildcard_constraints:
@@ -201,19 +217,19 @@ def all_outputs():
 
 
 def warn_if_cpu_training():
-    """Plan check (fourdvarnet.plan): one warning on stderr when this local run would train for
-    hours on the CPU; a run whose preset was not named stops instead, before any job. It runs as the onstart hook: only then does Snakemake 9 know the executor
-    (workflow.local_exec is False for SLURM and other executor plugins, whose jobs run elsewhere),
-    and hooks run neither in dry runs nor in the jobs an executor spawns (--no-hooks)."""
+    """Plan check (fourdvarnet.plan): one line on stderr with the estimate of this local run's
+    jobs on its cores; a warning with it instead when the run would train for hours on the CPU;
+    and a run whose preset was not named stops instead, before any job. It runs as the onstart
+    hook: only then does Snakemake 9 know the executor and the DAG (workflow.local_exec is False
+    for SLURM and other executor plugins, whose jobs run elsewhere), and hooks run neither in dry
+    runs nor in the jobs an executor spawns (--no-hooks)."""
     if not (workflow.is_main_process and workflow.local_exec) or workflow.touch:
         return
     try:
         jobs = [
-            (job.wildcards.system, job.wildcards.row)
-            for job in workflow.dag.needrun_jobs()
-            if job.rule.name == "train"
+            (job.rule.name, dict(job.wildcards_dict)) for job in workflow.dag.needrun_jobs()
         ]
-    except Exception:  # the DAG's internals: fall back to every training job of the preset
+    except Exception:  # the DAG's internals: fall back to every job of the preset
         jobs = None
     cores = workflow.resource_settings.cores
     if "preset" not in USER_CONFIG:  # the default preset, not asked for: stop if it is long
@@ -221,6 +237,8 @@ def warn_if_cpu_training():
         if stop:
             raise WorkflowError(stop)
     message = plan_warning(CFG, jobs=jobs, cores=cores)
+    if not message and jobs != []:
+        message = run_line(estimate_run(CFG, jobs, cores))
     if message:
         print(message, file=sys.stderr, flush=True)
 
