@@ -25,7 +25,7 @@ from fourdvarnet.cost import VariationalCost
 from fourdvarnet.model import build_model
 from fourdvarnet.priors import ODEPrior
 from fourdvarnet.solvers import ConvSolver, LSTMSolver
-from fourdvarnet.training.loop import flattened, stop_reason
+from fourdvarnet.training.loop import FLAT_MIN_EPOCHS, flattened, last_rate_epoch, stop_reason
 from fourdvarnet.training.optim import Group, Schedule, clip
 from fourdvarnet.training.steps import EagerRunner
 
@@ -167,7 +167,31 @@ def test_flattening_and_time_budget_rules():
     hist = [{"val_metric": m} for m in (5.0, 4.0, 3.0, 2.99)]
     assert stop_reason(cfg(), hist, 1e6) == ""  # both rules off
     assert "time budget" in stop_reason(cfg(max_seconds=10), hist, 11.0)
+    # flat, but before FLAT_MIN_EPOCHS epochs: go on
+    assert stop_reason(cfg(flat_stop=0.02), hist, 1.0) == ""
+    hist = [{"val_metric": m} for m in (5.0, 4.0, 3.0) + (2.99,) * (FLAT_MIN_EPOCHS - 3)]
     assert "2%" in stop_reason(cfg(flat_stop=0.02), hist, 1.0)
+
+
+def test_flat_stop_waits_for_the_last_rate_stage():
+    stages = [
+        {"epoch": 0, "n_iter": 5, "lr": 3e-3},
+        {"epoch": 5, "n_iter": 10, "lr": 3e-3},  # iterations only: not a rate stage
+        {"epoch": 20, "n_iter": 10, "lr": 1e-3},
+        {"epoch": 30, "n_iter": 20, "lr": 1e-3},
+    ]
+    c = cfg(epochs=40, flat_stop=0.01, schedule=stages)
+    assert last_rate_epoch(c) == 20
+    assert last_rate_epoch(cfg()) == 0
+    flat = [{"val_metric": 1.0} for _ in range(20)]  # epochs 0-19, flat from the start
+    assert flattened([h["val_metric"] for h in flat], 0.01)
+    assert stop_reason(c, flat, 1.0) == ""  # the last rate stage has not started
+    # the last stage started: it needs 4 epochs of its own before it can be flat
+    assert stop_reason(c, flat + [{"val_metric": 0.5}] * 3, 1.0) == ""
+    assert "last rate stage" in stop_reason(c, flat + [{"val_metric": 0.5}] * 4, 1.0)
+    # a last stage still improving goes on
+    going = flat + [{"val_metric": 0.5 - 0.05 * i} for i in range(8)]
+    assert stop_reason(c, going, 1.0) == ""
 
 
 def test_a_training_stops_at_its_time_budget(l63_files, small, tmp_path):
@@ -209,8 +233,11 @@ def test_a_shared_pretrained_genn_is_read_not_recomputed(l63_files, small, tmp_p
     """The rows of a seed start from one pre-trained GENN: the same prior weights whichever
     row reads it, no pre-training of their own, and the history of the shared one."""
     prior = tmp_path / "genn.pt"
-    history = pipeline.pretrain_genn("l63", 0, l63_files["train"], small.model, small.train, prior)
-    assert len(history) == small.train["pretrain_epochs"]
+    history = pipeline.pretrain_genn(
+        "l63", 0, l63_files["train"], l63_files["val"], small.model, small.train, prior
+    )
+    assert history["epochs"] == len(history["loss"]) == small.train["pretrain_epochs"]
+    assert torch.load(prior, weights_only=False)["history"] == history
     cfg = dict(small.train, epochs=1)
     models = {}
     for row in ("supervised-genn-conv", "unsupervised-genn-lstm"):

@@ -23,8 +23,9 @@ def test_same_seed_same_training_and_scores(l63_files, l63_trained, small, tmp_p
     assert len(first["history"]) == len(second["history"]) == 2
     for a, b in zip(first["history"], second["history"]):
         assert _strip(a) == _strip(b)
-    assert first["pretrain"] == second["pretrain"]
-    assert _strip(first, ("history", "seconds")) == _strip(second, ("history", "seconds"))
+    assert _strip(first["pretrain"]) == _strip(second["pretrain"])
+    keys = ("history", "seconds", "pretrain")  # pretrain: compared above, its seconds aside
+    assert _strip(first, keys) == _strip(second, keys)
     sa = torch.load(l63_trained["checkpoint"], weights_only=False)["state_dict"]
     sb = torch.load(tmp_path / "again.pt", weights_only=False)["state_dict"]
     assert sa.keys() == sb.keys()
@@ -58,7 +59,10 @@ def test_record_follows_schedule_and_selection(l63_trained, small):
     rec = l63_trained["record"]
     assert [h["n_iter"] for h in rec["history"]] == [2, 3]
     assert [h["lr"] for h in rec["history"]] == [1e-3, 5e-4]
-    assert len(rec["pretrain"]) == small.train["pretrain_epochs"]
+    pre = rec["pretrain"]
+    assert (
+        pre["epochs"] == len(pre["loss"]) == len(pre["val_loss"]) == small.train["pretrain_epochs"]
+    )
     # supervised rows select on the validation R-score: the best epoch is the argmin
     metrics = [h["val_metric"] for h in rec["history"]]
     assert metrics == [h["val_r"] for h in rec["history"]]
@@ -274,7 +278,7 @@ def test_direct_row_trains_on_the_mse_alone(l63_files, small, tmp_path):
     assert ckpt["experiment"]["solver"] == "direct" and ckpt["model_config"]["direct"]
     assert model.prior.sigma.item() == 10.0 and model.prior.rho.item() == 28.0
     assert model.cost.lambdas == (1.0, 1.0)
-    assert records[1]["pretrain"] == []
+    assert records[1]["pretrain"] == {}
     hist = records[1]["history"]
     assert [h["val_metric"] for h in hist] == [h["val_r"] for h in hist]
     assert [h["n_iter"] for h in hist] == [1, 1]  # one pass, the schedule's 2 and 3 aside

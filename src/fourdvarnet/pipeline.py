@@ -31,7 +31,7 @@ from .evaluate import evaluate
 from .model import build_model, load_checkpoint, save_atomic, save_checkpoint
 from .priors import build_prior
 from .rows import divergence_cause, kind_of, pretrains_prior, scheme_of
-from .training import pick_device, pretrain_prior, seed_everything, train
+from .training import pick_device, pretrain_genn_prior, seed_everything, train
 
 log = logging.getLogger("fourdvarnet")
 
@@ -156,17 +156,20 @@ def pretrain_genn(
     system: str,
     seed: int,
     train_path,
+    val_path,
     model_cfg: dict,
     train_cfg: dict,
     output: str | Path,
     threads: int | None = None,
-) -> list[float]:
+) -> dict:
     """Pre-train the GENN prior of ``system`` and ``seed`` on one-step prediction and write its
     weights: every GENN row of that seed starts from them (``train_row(pretrained=...)``).
 
     The prior is initialised as inside a row's model (the global generator seeded with
-    ``seed``, the prior built first) and fitted with ``train.<system>``'s ``pretrain_epochs``,
-    ``pretrain_lr`` and ``batch_size``, its batches drawn from a generator seeded with ``seed``.
+    ``seed``, the prior built first) and fitted by ``training.pretrain_genn_prior`` with
+    ``train.<system>``'s ``pretrain_*`` values and ``batch_size``, its batches drawn from a
+    generator seeded with ``seed``, the validation split read by the plateau rule and scored
+    (``val_ode_score``, physical units). Returns the pre-training record (also in the file).
     """
     mcfg = from_dict(ModelConfig, model_cfg, f"model.{system}")
     tcfg = train_config(train_cfg, f"train.{system}")
@@ -174,28 +177,34 @@ def pretrain_genn(
     device = pick_device(tcfg.device)
     seed_everything(seed)
     train_set, norm, _ = load_normalised(train_path)
+    val_set, _, _ = load_normalised(val_path)
     dt = float(train_set.attrs["dt"])
     prior = build_prior("genn", system, dt, norm.mean, norm.std, mcfg).to(device)
     log.info("pre-training the %s GENN prior, seed %d, on %s", system, seed, device)
-    gen = torch.Generator().manual_seed(seed)
-    x = train_set.to(device).x
-    history = pretrain_prior(prior, x, tcfg.pretrain_epochs, tcfg.pretrain_lr, tcfg.batch_size, gen)
+    record = pretrain_genn_prior(
+        prior, tcfg, train_set.to(device).x, val_set.to(device).x, seed, norm.std
+    )
     state = {k: v.detach().cpu() for k, v in prior.state_dict().items()}
     save_atomic(
-        {"state_dict": state, "genn": dataclasses.asdict(mcfg.genn), "history": history}, output
+        {"state_dict": state, "genn": dataclasses.asdict(mcfg.genn), "history": record}, output
     )
     log.info("wrote %s", output)
-    return history
+    return record
 
 
-def load_pretrained(model, path, genn_cfg) -> list[float]:
+def load_pretrained(model, path, genn_cfg) -> dict:
     """Load a ``pretrain_genn`` file into ``model``'s prior (refusing one of another GENN);
-    returns its pre-training history."""
+    returns its pre-training record."""
     saved = read_torch(path, f"pre-trained prior {path}", "the workflow's `pretrain_genn` rule")
     if saved["genn"] != dataclasses.asdict(genn_cfg):
         raise ValueError(
             f"{path} holds a GENN of {saved['genn']}, not of model.genn {genn_cfg}: delete it "
             "and run again"
+        )
+    if not isinstance(saved["history"], dict):
+        raise ValueError(
+            f"{path} is a pre-trained prior of an older version (no validation record): delete "
+            "it and run again"
         )
     model.prior.load_state_dict(saved["state_dict"])
     return saved["history"]

@@ -1,8 +1,9 @@
 rule pretrain_genn:
     """Pre-train the GENN prior of a system and seed on one-step prediction, once for every GENN
-    row of that seed."""
+    row of that seed (the validation split: the plateau rule and the prior's ODE-score)."""
     input:
         train="results/{preset}/data/{system}_train.nc",
+        val="results/{preset}/data/{system}_val.nc",
     output:
         prior="results/{preset}/models/{system}/genn-pretrained/seed{seed}.pt",
     log:

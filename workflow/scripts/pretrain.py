@@ -11,6 +11,7 @@ with job_log(sm.log[0], also_stderr=True, tag=f"pretrain {w.system}/seed{w.seed}
         w.system,
         int(w.seed),
         sm.input.train,
+        sm.input.val,
         sm.params.model,
         sm.params.train,
         sm.output.prior,

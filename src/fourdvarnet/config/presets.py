@@ -50,6 +50,16 @@ def system_train(train: dict) -> dict:
     return {k: v for k, v in train.items() if k != "rows"}
 
 
+#: The GENN pre-training values of ``train.<system>``: one pre-training per system and seed,
+#: shared by its GENN rows, so no row may set its own.
+PRETRAIN_KEYS = frozenset(
+    {
+        "pretrain_epochs", "pretrain_lr", "pretrain_patience", "pretrain_tol", "pretrain_drops",
+        "pretrain_max_seconds",
+    }
+)  # fmt: skip
+
+
 def check_train_rows(cfg: dict) -> None:
     """Refuse a per-row training override (``train.<system>.rows.<row>``) for a row that is not
     a learned row of ``experiments.<system>``: it would change nothing, silently; so would a
@@ -66,7 +76,7 @@ def check_train_rows(cfg: dict) -> None:
                     f"train.{system}.rows.{row}: not a learned row of experiments.{system} "
                     f"({', '.join(learned) or 'none'})"
                 )
-            shared = sorted(set(values or {}) & {"pretrain_epochs", "pretrain_lr"})
+            shared = sorted(set(values or {}) & PRETRAIN_KEYS)
             if shared:
                 raise ConfigError(
                     f"train.{system}.rows.{row}: {shared} cannot differ by row: the GENN "

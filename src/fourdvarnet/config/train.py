@@ -60,6 +60,15 @@ class TrainConfig:
     learn_ode: bool = False  # supervised RK4/Euler rows: learn the ODE parameters jointly
     pretrain_epochs: int = 20  # GENN pre-training on one-step prediction
     pretrain_lr: float = 1e-3
+    # the plateau rule of the GENN pre-training (0: off, the paper's fixed pretrain_epochs):
+    # the best-validation weights kept, the rate divided by 10 when the validation one-step loss
+    # has not improved by the fraction pretrain_tol for pretrain_patience epochs, stopped at
+    # the plateau after pretrain_drops such drops; pretrain_epochs and pretrain_max_seconds
+    # (0: none) cap it
+    pretrain_patience: int = 0
+    pretrain_tol: float = 1e-3
+    pretrain_drops: int = 2
+    pretrain_max_seconds: float = 0.0
     val_n_iter: int = 20  # solver iterations when scoring the validation split
     device: str = "auto"
     # recipe options beyond the paper (off by default, README "Training recipe")
@@ -96,6 +105,12 @@ class TrainConfig:
             "must be >= 0",
         )
         _check(self.pretrain_lr > 0, f"{where}.pretrain_lr", self.pretrain_lr, "must be positive")
+        _check(
+            0 <= self.pretrain_tol < 1,
+            f"{where}.pretrain_tol",
+            self.pretrain_tol,
+            "must lie in [0, 1)",
+        )
         _check(self.decay in DECAYS, f"{where}.decay", self.decay, f"expected one of {DECAYS}")
         _check(
             self.lambda_param in LAMBDA_PARAMS,
@@ -111,7 +126,8 @@ class TrainConfig:
         )
         for key in (
             "warmup_steps", "clip_grad_norm", "lambda_lr_factor", "backprop_iters",
-            "max_seconds", "flat_stop", "collapse_ratio",
+            "max_seconds", "flat_stop", "collapse_ratio", "pretrain_epochs", "pretrain_patience",
+            "pretrain_drops", "pretrain_max_seconds",
         ):  # fmt: skip
             value = getattr(self, key)
             _check(value >= 0, f"{where}.{key}", value, "must be >= 0")

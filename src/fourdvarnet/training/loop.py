@@ -74,12 +74,51 @@ def batches(n: int, size: int, gen: torch.Generator | None, drop_last: bool = Fa
     return [order[i : min(i + size, stop)] for i in range(0, stop, size)]
 
 
+@torch.no_grad()
+def one_step_loss(prior: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> float:
+    """The mean one-step prediction loss |x - Phi(x)|^2 of ``prior`` on ``x`` (normalised)."""
+    total = 0.0
+    for idx in batches(len(x), batch_size, None):
+        total += float(prior_term(x[idx], prior).sum())
+    return total / len(x)
+
+
 def pretrain_prior(
-    prior: nn.Module, x: torch.Tensor, epochs: int, lr: float, batch_size: int, gen: torch.Generator
-) -> list[float]:
-    """Fit ``prior`` to the truth by one-step prediction, loss |x - Phi(x)|^2; returns losses."""
+    prior: nn.Module,
+    x: torch.Tensor,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    gen: torch.Generator,
+    val: torch.Tensor | None = None,
+    patience: int = 0,
+    tol: float = 0.0,
+    drops: int = 0,
+    max_seconds: float = 0.0,
+    std: float = 1.0,
+) -> dict:
+    """Fit ``prior`` to the truth ``x`` by one-step prediction, loss |x - Phi(x)|^2, batches
+    drawn by ``gen``; returns the pre-training record.
+
+    ``patience`` 0 (the paper's recipe): ``epochs`` epochs at rate ``lr``, the last weights
+    kept. ``patience`` > 0, the plateau rule (``val`` needed): after each epoch the one-step
+    loss on the validation windows ``val``; the best-validation weights are kept, and when
+    that loss has not improved by the fraction ``tol`` for ``patience`` epochs, the rate is
+    divided by 10, at most ``drops`` times: the next such plateau stops the pre-training.
+    ``epochs`` caps the epochs and ``max_seconds`` (0: none) the time either way.
+
+    The record: per-epoch training and validation losses and rates (normalised units), the
+    epochs run, the best epoch, the seconds, why it stopped, and ``val_ode_score``, the kept
+    weights' validation one-step loss in physical units (times ``std**2``, as the ODE-score of
+    ``metrics``).
+    """
+    if patience and val is None:
+        raise ValueError("the plateau rule (patience > 0) needs the validation windows")
     opt = torch.optim.Adam(prior.parameters(), lr=lr)
-    history = []
+    rec: dict = {"loss": [], "val_loss": [], "lr": [], "stopped": ""}
+    best, best_epoch, best_state = math.inf, -1, None
+    wait = dropped = 0
+    started = time.perf_counter()
     for epoch in range(epochs):
         losses = []
         for idx in batches(len(x), batch_size, gen):
@@ -90,9 +129,68 @@ def pretrain_prior(
             losses.append(loss.detach() * len(idx))
         losses = torch.stack(losses)
         check_finite(losses, f"prior pre-training epoch {epoch}")
-        history.append(float(losses.sum()) / len(x))
-        log.info("pretrain epoch %d/%d: one-step loss %.4g", epoch + 1, epochs, history[-1])
-    return history
+        rec["loss"].append(float(losses.sum()) / len(x))
+        rec["lr"].append(opt.param_groups[0]["lr"])
+        val_loss = one_step_loss(prior, val) if val is not None else math.nan
+        rec["val_loss"].append(val_loss)
+        log.info(
+            "pretrain epoch %d/%d lr %.0e: one-step loss %.4g, validation %.4g (ODE-score %.3g)",
+            epoch + 1, epochs, rec["lr"][-1], rec["loss"][-1], val_loss, val_loss * std**2,
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+        if patience:
+            if val_loss < best * (1 - tol):
+                best, best_epoch, wait = val_loss, epoch, 0
+                best_state = copy.deepcopy(prior.state_dict())
+            else:
+                wait += 1
+            if wait >= patience:
+                if dropped >= drops:
+                    rec["stopped"] = (
+                        f"validation loss better by less than {tol:g} for {patience} epochs "
+                        f"after {dropped} rate drops"
+                    )
+                    break
+                dropped, wait = dropped + 1, 0
+                for group in opt.param_groups:
+                    group["lr"] /= 10
+                log.info("pretrain: validation plateau, rate divided by 10")
+        if max_seconds and seconds >= max_seconds and epoch + 1 < epochs:
+            rec["stopped"] = f"time budget of {max_seconds:g} s spent ({seconds:.0f} s)"
+            break
+    if best_state is not None:
+        prior.load_state_dict(best_state)
+    else:
+        best_epoch = len(rec["loss"]) - 1
+        best = rec["val_loss"][-1] if rec["val_loss"] else math.nan
+    rec.update(
+        epochs=len(rec["loss"]),
+        best_epoch=best_epoch,
+        seconds=time.perf_counter() - started,
+        val_ode_score=best * std**2,
+    )
+    if rec["stopped"]:
+        log.info("pretrain stopped after epoch %d: %s", rec["epochs"], rec["stopped"])
+    log.info(
+        "pre-trained prior (epoch %d of %d, %.0f s): validation ODE-score %.3g",
+        best_epoch + 1, rec["epochs"], rec["seconds"], rec["val_ode_score"],
+    )  # fmt: skip
+    return rec
+
+
+def pretrain_genn_prior(
+    prior: nn.Module, cfg: TrainConfig, x: torch.Tensor, val: torch.Tensor, seed: int, std: float
+) -> dict:
+    """Pre-train a GENN prior with ``train.<system>``'s pre-training values (``pretrain_*``,
+    ``batch_size``), its batches drawn from its own generator seeded with ``seed``: the one
+    procedure of the workflow's shared pre-training (``pipeline.pretrain_genn``) and of a row
+    that pre-trains its own prior, so that both give the same prior and batch order."""
+    return pretrain_prior(
+        prior, x, cfg.pretrain_epochs, cfg.pretrain_lr, cfg.batch_size,
+        torch.Generator().manual_seed(seed), val=val, patience=cfg.pretrain_patience,
+        tol=cfg.pretrain_tol, drops=cfg.pretrain_drops, max_seconds=cfg.pretrain_max_seconds,
+        std=std,
+    )  # fmt: skip
 
 
 def check_finite(losses: torch.Tensor, where: str) -> None:
@@ -144,13 +242,34 @@ def flattened(metrics: list[float], tol: float) -> bool:
     return min(metrics) > early * (1 - tol)
 
 
+#: ``flat_stop`` fires from this many epochs on, and not before the last rate stage has run
+#: 4 epochs (``flattened`` over that stage alone): a plateau at a larger rate is not the end
+FLAT_MIN_EPOCHS = 10
+
+
+def last_rate_epoch(cfg: TrainConfig) -> int:
+    """The first epoch of the schedule's last rate stage (where its learning rate last
+    changes; 0 for a constant rate)."""
+    start, lr = 0, cfg.schedule[0].lr
+    for stage in cfg.schedule[1:]:
+        if stage.lr != lr:
+            start, lr = stage.epoch, stage.lr
+    return start
+
+
 def stop_reason(cfg: TrainConfig, history: list[dict], seconds: float) -> str:
     """Why a training stops before its last epoch ('' to go on): the time budget
-    ``max_seconds`` spent, or the validation metric flattened (``flat_stop``)."""
+    ``max_seconds`` spent, or the validation metric flattened (``flat_stop``) within the
+    schedule's last rate stage, after at least ``FLAT_MIN_EPOCHS`` epochs (``history``: every
+    epoch from the first on)."""
     if cfg.max_seconds and seconds >= cfg.max_seconds:
         return f"time budget of {cfg.max_seconds:g} s spent ({seconds:.0f} s)"
-    if cfg.flat_stop and flattened([h["val_metric"] for h in history], cfg.flat_stop):
-        return f"validation metric better by less than {cfg.flat_stop:.0%} over the last quarter"
+    last_stage = [h["val_metric"] for h in history[last_rate_epoch(cfg) :]]
+    if cfg.flat_stop and len(history) >= FLAT_MIN_EPOCHS and flattened(last_stage, cfg.flat_stop):
+        return (
+            f"validation metric better by less than {cfg.flat_stop:.0%} over the last quarter "
+            "of the last rate stage"
+        )
     return ""
 
 
@@ -185,12 +304,13 @@ class Training:
         self.started = time.perf_counter()
         self.key = resume_key(exp, cfg, len(train_set))
         saved = load_resume(resume, self.key)
-        self.record: dict = {"history": [], "pretrain": list(pretrained or [])}
+        self.record: dict = {"history": [], "pretrain": dict(pretrained or {})}
         if saved is None and pretrained is None and pretrains_prior(exp) and cfg.pretrain_epochs:
-            self.record["pretrain"] = pretrain_prior(
-                model.prior, train_set.x, cfg.pretrain_epochs, cfg.pretrain_lr, cfg.batch_size,
-                self.gen,
-            )  # fmt: skip
+            # as the workflow's shared pre-training (pipeline.pretrain_genn): its own generator,
+            # so the row's batch order (self.gen) is the same either way
+            self.record["pretrain"] = pretrain_genn_prior(
+                model.prior, cfg, train_set.x, val_set.x, exp.seed, std
+            )
         if not learns_prior(exp, cfg):
             model.prior.requires_grad_(False)
         self.groups = parameter_groups(model, exp, cfg)
@@ -326,7 +446,7 @@ def train(
     progress: bool = True,
     fast: bool = True,
     resume: str | Path | None = None,
-    pretrained: list[float] | None = None,
+    pretrained: dict | None = None,
 ) -> dict:
     """Train ``model`` in place for row ``exp``; leaves it holding the best validation weights.
 
@@ -338,8 +458,9 @@ def train(
     (``training.resume``), and a training that finds such a file of the same row and config
     goes on from its last completed epoch. The file is left for the caller to remove.
 
-    ``pretrained``: the pre-training history of a GENN prior already fitted (shared by the rows
-    of a seed, ``pipeline.pretrain_genn``); without it a GENN row pre-trains its own prior.
+    ``pretrained``: the pre-training record of a GENN prior already fitted (shared by the rows
+    of a seed, ``pipeline.pretrain_genn``); without it a GENN row pre-trains its own prior, by
+    the same procedure (``pretrain_genn_prior``).
     """
     t = Training(model, exp, cfg, train_set, val_set, std, fast, resume, pretrained)
     with t.runner.active():
