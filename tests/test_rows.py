@@ -148,13 +148,13 @@ def test_the_lbfgs_row_solves_its_own_weights_and_the_other_baselines_fsgds(
         "none-rk4-fsgd": [0.25, 1.0],
         "none-rk4-fixed_point": [0.25, 1.0],
     }
-    # without its own key, the row keeps the paper's weights
+    # without its own key, the row takes the code default (config.yaml's), not FSGD's
     default = {**small.eval, "lbfgs": {"n_iter": 2}}
     out = tmp_path / "default.nc"
     pipeline.evaluate_row(
         "none-rk4-lbfgs", "l63", 0, l63_files["val"], small.model, default, out, tmp_path / "d.json"
     )
-    assert json.loads(xr.load_dataset(out).attrs["cost_lambdas"]) == pytest.approx([0.01, 1.0])
+    assert json.loads(xr.load_dataset(out).attrs["cost_lambdas"]) == pytest.approx([0.01, 10.0])
 
 
 def test_the_lbfgs_weights_and_tolerances_are_checked():
