@@ -101,3 +101,43 @@ def test_a_converged_window_stays_put_while_the_others_move():
     # window 2 (condition 100) is still moving long after
     assert not torch.equal(xs[20, 2], xs[30, 2])
     assert torch.equal(out, xs[-1])
+
+
+def test_a_window_stops_at_the_tolerance_and_the_others_run_on():
+    n = 12
+    mats, rhs = _quadratics((1.0, 1000.0), n, seed=2)
+    cost = _Quadratics(mats, rhs)
+    x0 = torch.zeros(2, 4, 3, dtype=torch.float64)
+    with torch.no_grad():
+        free = LBFGSSolver()(cost, x0, x0, x0, 60)
+        solver = LBFGSSolver(tolerance_grad=1e-3)
+        xs = []
+        out = solver(cost, x0, x0, x0, 60, callback=lambda k, x: xs.append(x.clone()))
+        # the gradient of each window, as the solver sees it (its cost times 12 entries)
+        grad = ((torch.einsum("bij,bj->bi", mats, out.reshape(2, -1)) - rhs) * n).abs().amax(1)
+    steps = solver.iterations
+    # the well-conditioned window stops within a few iterations, the ill-conditioned one later,
+    # each with its gradient below the tolerance, the second not far below (it stopped on
+    # reaching it; the first, A = I, is solved exactly by its second step)
+    assert steps[0] <= 3 and steps[0] < steps[1] < 60, steps
+    assert (grad <= 1e-3).all() and grad[1] > 1e-9, grad
+    assert all(torch.equal(x[0], xs[-1][0]) for x in xs[int(steps[0]) :])  # stopped, stays put
+    assert not torch.equal(out, free)  # without the tolerance, the solves go on
+    assert (LBFGSSolver().iterations is None) and LBFGSSolver(tolerance_change=0.1)
+
+
+def test_a_relative_cost_tolerance_stops_a_window_whose_cost_barely_moves():
+    n = 12
+    mats, rhs = _quadratics((1000.0,), n, seed=3)
+    cost = _Quadratics(mats, rhs)
+    x0 = torch.zeros(1, 4, 3, dtype=torch.float64)
+    with torch.no_grad():
+        loose, tight = LBFGSSolver(tolerance_change=1e-3), LBFGSSolver(tolerance_change=1e-12)
+        loose(cost, x0, x0, x0, 200)
+        tight(cost, x0, x0, x0, 200)
+    assert loose.iterations[0] < tight.iterations[0] < 200, (loose.iterations, tight.iterations)
+
+
+def test_negative_tolerances_are_refused():
+    with pytest.raises(ValueError, match="tolerances"):
+        LBFGSSolver(tolerance_grad=-1.0)

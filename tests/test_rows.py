@@ -115,8 +115,51 @@ def test_the_baselines_that_read_the_data_say_so():
 
 def test_the_lbfgs_row_takes_its_memory_from_the_evaluation_settings():
     exp = Experiment("l63", "none", "rk4", "lbfgs")
-    inputs = Inputs(
-        0.01, Normalizer(0.0, 1.0), None, evaluate=EvalConfig(lbfgs=LbfgsConfig(history=7))
+    lbfgs = LbfgsConfig(history=7, tolerance_grad=1e-4, tolerance_change=1e-8)
+    inputs = Inputs(0.01, Normalizer(0.0, 1.0), None, evaluate=EvalConfig(lbfgs=lbfgs))
+    solver = KINDS["lbfgs"].solver(exp, inputs)
+    assert (solver.history, solver.tolerance_grad, solver.tolerance_change) == (7, 1e-4, 1e-8)
+    default = KINDS["lbfgs"].solver(exp, Inputs(0.01, Normalizer(0.0, 1.0), None))
+    assert (default.history, default.tolerance_grad, default.tolerance_change) == (20, 0.0, 0.0)
+
+
+def test_the_lbfgs_row_solves_its_own_weights_and_the_other_baselines_fsgds(
+    l63_files, small, tmp_path
+):
+    """``evaluate.<system>.lbfgs.lambdas`` is the cost of the L-BFGS row (as evaluated, in the
+    file's ``cost_lambdas``); FSGD and the fixed point keep ``fsgd.lambdas``."""
+    import json
+
+    import xarray as xr
+
+    from fourdvarnet import pipeline
+
+    ecfg = {**small.eval, "lbfgs": {"n_iter": 2, "lambdas": [0.0625, 4.0]}}
+    ecfg["fsgd"] = {**ecfg["fsgd"], "n_iter": 2, "lambdas": [0.25, 1.0]}
+    got = {}
+    for row in ("none-rk4-lbfgs", "none-rk4-fsgd", "none-rk4-fixed_point"):
+        out = tmp_path / f"{row}.nc"
+        pipeline.evaluate_row(
+            row, "l63", 0, l63_files["val"], small.model, ecfg, out, tmp_path / f"{row}.json"
+        )
+        got[row] = json.loads(xr.load_dataset(out).attrs["cost_lambdas"])
+    assert got == {
+        "none-rk4-lbfgs": [0.0625, 4.0],  # exact in float32 square roots
+        "none-rk4-fsgd": [0.25, 1.0],
+        "none-rk4-fixed_point": [0.25, 1.0],
+    }
+    # without its own key, the row takes the code default (config.yaml's), not FSGD's
+    default = {**small.eval, "lbfgs": {"n_iter": 2}}
+    out = tmp_path / "default.nc"
+    pipeline.evaluate_row(
+        "none-rk4-lbfgs", "l63", 0, l63_files["val"], small.model, default, out, tmp_path / "d.json"
     )
-    assert KINDS["lbfgs"].solver(exp, inputs).history == 7
-    assert KINDS["lbfgs"].solver(exp, Inputs(0.01, Normalizer(0.0, 1.0), None)).history == 20
+    assert json.loads(xr.load_dataset(out).attrs["cost_lambdas"]) == pytest.approx([0.01, 10.0])
+
+
+def test_the_lbfgs_weights_and_tolerances_are_checked():
+    from fourdvarnet.config import from_dict
+
+    for bad, key in (({"lambdas": [0.0, 0.0]}, "lambdas"), ({"tolerance_change": "1e-9"}, "tol")):
+        with pytest.raises(ConfigError, match=f"evaluate.l63.lbfgs.{key}"):
+            from_dict(EvalConfig, {"lbfgs": bad}, "evaluate.l63")

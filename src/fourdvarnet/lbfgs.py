@@ -27,6 +27,12 @@ window's newest pair, slot ``head - j`` its ``j``-th before, so the recursion re
 of all windows at once. A window that stores no pair in an iteration has its own slots rotated by
 one to keep that alignment; a count per window says how many of its slots are valid.
 
+A window also stops (is frozen) once it has converged by a tolerance, when they are set: the
+largest entry of its gradient at most ``tolerance_grad``, or the relative decrease of its objective
+in an iteration, ``(f_old - f_new) / max(|f_old|, |f_new|)``, at most ``tolerance_change`` (the
+tests of SciPy's L-BFGS-B, ``gtol`` and ``ftol``). ``n_iter`` is then a cap; with both at 0 a window
+runs until its line searches find no decrease or ``n_iter`` is reached.
+
 As in the joint solver this replaces, the objective of a window is its cost times the number of
 entries of a window (a sum of squares rather than a mean: the absolute thresholds then apply to
 numbers of order one), computed in float64 on a copy of the cost.
@@ -35,6 +41,7 @@ numbers of order one), computed in float64 on a copy of the cost.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable
 
 import torch
@@ -48,6 +55,8 @@ MAX_TRIALS = 25
 TOLERANCE_CHANGE = 1e-9
 #: A curvature pair is stored only where ``y.s`` exceeds this.
 CURVATURE_MIN = 1e-10
+
+log = logging.getLogger(__name__)
 
 Callback = Callable[[int, torch.Tensor], None]
 #: ``x (batch, n) -> (f (batch,), g (batch, n))``: the objective of each window and its gradient.
@@ -197,14 +206,25 @@ class LBFGSSolver(nn.Module):
 
     ``n_iter`` counts L-BFGS iterations (each may evaluate the cost several times in its line
     search); ``callback(k, x)`` is called after each, as for the other solvers. A window's result
-    does not depend on the batch it is solved in. See the module docstring for the algorithm.
+    does not depend on the batch it is solved in. ``tolerance_grad`` and ``tolerance_change``
+    (0: off) stop a window that has converged (module docstring); after a solve,
+    ``iterations`` holds the number of iterations each window of the last batch moved in.
+    See the module docstring for the algorithm.
     """
 
-    def __init__(self, history: int = 20):
+    def __init__(
+        self, history: int = 20, tolerance_grad: float = 0.0, tolerance_change: float = 0.0
+    ):
         super().__init__()
         if int(history) < 1:
             raise ValueError(f"L-BFGS history must be >= 1, got {history}")
+        if tolerance_grad < 0 or tolerance_change < 0:
+            raise ValueError(
+                f"L-BFGS tolerances must be >= 0, got {tolerance_grad}, {tolerance_change}"
+            )
         self.history = int(history)
+        self.tolerance_grad, self.tolerance_change = float(tolerance_grad), float(tolerance_change)
+        self.iterations: torch.Tensor | None = None
 
     def forward(self, cost, x0, y, mask, n_iter, callback: Callback | None = None):
         dtype, shape = x0.dtype, x0.shape
@@ -213,13 +233,34 @@ class LBFGSSolver(nn.Module):
         x = x0.detach().double().reshape(shape[0], -1)
         f, g = fg(x)
         memory = Memory(self.history, x)
-        frozen = torch.zeros(shape[0], dtype=torch.bool, device=x.device)
+        frozen = self.converged(g, f, f)
+        moves = torch.zeros(shape[0], dtype=torch.long, device=x.device)
         for k in range(n_iter):
             if not frozen.all():
-                x, f, g, frozen = self.iterate(fg, x, f, g, memory, frozen)
+                was = frozen
+                x, f_new, g, frozen = self.iterate(fg, x, f, g, memory, frozen)
+                moves += (~was & (f_new < f)).long()
+                frozen = frozen | self.converged(g, f, f_new)
+                f = f_new
             if callback is not None:
                 callback(k + 1, x.view(shape).to(dtype))
+        self.iterations = moves.cpu()
+        log.info(
+            "L-BFGS: %d of %d windows stopped within %d iterations; iterations per window: "
+            "median %d, max %d", int(frozen.sum()), len(frozen), n_iter,
+            int(moves.median()), int(moves.max()),
+        )  # fmt: skip
         return x.view(shape).to(dtype)
+
+    def converged(self, g: torch.Tensor, f_old: torch.Tensor, f_new: torch.Tensor) -> torch.Tensor:
+        """The windows within a tolerance: largest gradient entry at most ``tolerance_grad``, or
+        a relative decrease of the objective at most ``tolerance_change`` (with ``f_old`` equal
+        to ``f_new``, at the start, the gradient test only)."""
+        done = g.abs().amax(dim=1) <= self.tolerance_grad
+        if self.tolerance_change > 0 and f_old is not f_new:
+            rel = (f_old - f_new) / torch.maximum(f_old.abs(), f_new.abs()).clamp(min=1e-300)
+            done = done | (rel <= self.tolerance_change)
+        return done
 
     @staticmethod
     def iterate(fg: Objective, x, f, g, memory: Memory, frozen):

@@ -298,7 +298,7 @@ def evaluate_row(
             raise ValueError(f"row {row!r} is not learned and takes no checkpoint")
         mcfg = from_dict(ModelConfig, model_cfg, f"model.{system}")
         model = build_model(
-            exp, dt, norm, fill, mcfg, ecfg.fsgd.lambdas, fsgd_step=ecfg.fsgd.step,
+            exp, dt, norm, fill, mcfg, kind_of(exp).weights(exp, ecfg), fsgd_step=ecfg.fsgd.step,
             fsgd_fraction=ecfg.fsgd.step_fraction, evaluate=ecfg, attrs=test.attrs,
         )  # fmt: skip
     else:

@@ -117,8 +117,12 @@ def _classic_solver(exp: Experiment, inp: Inputs) -> nn.Module:
 
 
 def _lbfgs(exp: Experiment, inp: Inputs) -> nn.Module:
-    """L-BFGS with the memory of ``evaluate.<system>.lbfgs.history`` (20 without settings)."""
-    return LBFGSSolver(inp.evaluate.lbfgs.history if inp.evaluate is not None else 20)
+    """L-BFGS with the memory and tolerances of ``evaluate.<system>.lbfgs`` (without settings:
+    a memory of 20, no tolerance)."""
+    if inp.evaluate is None:
+        return LBFGSSolver(20)
+    c = inp.evaluate.lbfgs
+    return LBFGSSolver(c.history, c.tolerance_grad, c.tolerance_change)
 
 
 def _learned_solver(exp: Experiment, inp: Inputs) -> nn.Module:
@@ -184,6 +188,19 @@ def _whole_split(exp: Experiment, cfg: EvalConfig) -> tuple[int, int]:
     return 1, 1_000_000
 
 
+# --- the cost weights of the untrained rows ---------------------------------------------------
+
+
+def _shared_weights(exp: Experiment, cfg: EvalConfig) -> list[float]:
+    """``evaluate.<system>.fsgd.lambdas`` (the paper's (0.01, 1)): the untrained rows but L-BFGS."""
+    return cfg.fsgd.lambdas
+
+
+def _lbfgs_weights(exp: Experiment, cfg: EvalConfig) -> list[float]:
+    """``evaluate.<system>.lbfgs.lambdas``: L-BFGS's own, chosen on the validation split."""
+    return cfg.lbfgs.lambdas
+
+
 # --- the registry -----------------------------------------------------------------------------
 
 
@@ -193,7 +210,8 @@ class RowKind:
     ``("none",)``: not trained) and scored (``budget``: iterations and batch of the test
     solve). ``uses_prior``: the prior enters the loss and the scores (not the direct CNN's).
     ``one_pass``: the solve is one pass, so the training schedule's iteration ramp is moot.
-    ``diverges``: the likely cause named when its scores are not finite."""
+    ``diverges``: the likely cause named when its scores are not finite. ``weights``: the cost
+    weights ``(l1, l2)`` of an untrained row, from the evaluation settings."""
 
     name: str
     schemes: tuple[str, ...]
@@ -204,6 +222,7 @@ class RowKind:
     diverges: str
     uses_prior: bool = True
     one_pass: bool = False
+    weights: Callable[[Experiment, EvalConfig], list[float]] = _shared_weights
 
     @property
     def trained(self) -> bool:
@@ -220,11 +239,14 @@ _LEARNED = RowKind(
 )  # fmt: skip
 
 
-def _variational(priors: tuple[str, ...], solver, diverges: str = _DIVERGED) -> RowKind:
+def _variational(
+    priors: tuple[str, ...], solver, diverges: str = _DIVERGED, weights=_shared_weights
+) -> RowKind:
     """A classic minimiser of the cost with the baselines' prior, untrained, its own iterations."""
     return RowKind(
-        "variational", NOT_TRAINED, priors, _baseline_prior, solver, _iterations, diverges
-    )
+        "variational", NOT_TRAINED, priors, _baseline_prior, solver, _iterations, diverges,
+        weights=weights,
+    )  # fmt: skip
 
 
 #: Solver -> its row kind.
@@ -243,7 +265,7 @@ KINDS: dict[str, RowKind] = {
         "the fixed-point iterations diverged; lower evaluate.{system}.fixed_point_iter or check "
         "the prior",
     ),
-    "lbfgs": _variational(("rk4",), _lbfgs),
+    "lbfgs": _variational(("rk4",), _lbfgs, weights=_lbfgs_weights),
     "enks": RowKind(
         "ensemble",
         NOT_TRAINED,
