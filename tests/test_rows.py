@@ -14,10 +14,12 @@ from fourdvarnet.config import (
     SCHEMES,
     SOLVERS,
     ConfigError,
+    EnksConfig,
     EvalConfig,
     Experiment,
     LbfgsConfig,
     TrainConfig,
+    from_dict,
 )
 from fourdvarnet.data import Normalizer
 from fourdvarnet.model import build_model
@@ -120,3 +122,24 @@ def test_the_lbfgs_row_takes_its_memory_from_the_evaluation_settings():
     )
     assert KINDS["lbfgs"].solver(exp, inputs).history == 7
     assert KINDS["lbfgs"].solver(exp, Inputs(0.01, Normalizer(0.0, 1.0), None)).history == 20
+
+
+def test_the_enks_from_training_states_reads_the_training_truth():
+    exp = Experiment("l63", "none", "rk4", "enks")
+    attrs = {
+        "train_component_mean": [0.0, 0.0, 20.0],
+        "train_component_cov": [60.0, 0, 0, 0, 80.0, 0, 0, 0, 70.0],
+        "noise_var": 2.0,
+    }
+    states = EvalConfig(enks=EnksConfig(init="states"))
+    train_x = torch.randn(4, 3, 10)
+    inputs = functools.partial(Inputs, 0.01, Normalizer(0.0, 1.0), None, attrs=attrs)
+    with pytest.raises(ValueError, match="needs the train_x settings"):
+        KINDS["enks"].solver(exp, inputs(evaluate=states))
+    solver = KINDS["enks"].solver(exp, inputs(evaluate=states, train_x=train_x))
+    assert torch.equal(solver.states, train_x)
+    # the Gaussian init (the default) ignores the training truth
+    gaussian = KINDS["enks"].solver(exp, inputs(evaluate=EvalConfig(), train_x=train_x))
+    assert gaussian.states is None
+    with pytest.raises(ConfigError, match="init"):
+        from_dict(EvalConfig, {"enks": {"init": "uniform"}}, "evaluate.l63")

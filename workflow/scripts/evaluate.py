@@ -18,4 +18,5 @@ with job_log(sm.log[0]):
         sm.output.scores,
         checkpoint=sm.input.checkpoint or None,
         threads=sm.threads,
+        train_path=sm.input.train,
     )
