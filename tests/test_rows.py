@@ -21,7 +21,7 @@ from fourdvarnet.config import (
     TrainConfig,
     from_dict,
 )
-from fourdvarnet.data import Normalizer
+from fourdvarnet.data import Normalizer, load_split
 from fourdvarnet.model import build_model
 from fourdvarnet.pipeline import load_normalised
 from fourdvarnet.rows import KINDS, Inputs, kind_of, learns_prior, pretrains_prior
@@ -87,7 +87,7 @@ def test_each_kind_builds_a_model_that_reconstructs(row, l63_files):
     exp = Experiment("l63", *row.split("-"))
     model = build_model(
         exp, float(test.attrs["dt"]), norm, fill, None, (0.01, 1.0), evaluate=EvalConfig(),
-        attrs=test.attrs,
+        attrs=test.attrs, train_x=load_split(l63_files["train"]).x,
     )  # fmt: skip
     b = test.subset(torch.arange(4))
     n_iter, _ = kind_of(exp).budget(exp, EvalConfig())
@@ -138,8 +138,9 @@ def test_the_enks_from_training_states_reads_the_training_truth():
         KINDS["enks"].solver(exp, inputs(evaluate=states))
     solver = KINDS["enks"].solver(exp, inputs(evaluate=states, train_x=train_x))
     assert torch.equal(solver.states, train_x)
-    # the Gaussian init (the default) ignores the training truth
-    gaussian = KINDS["enks"].solver(exp, inputs(evaluate=EvalConfig(), train_x=train_x))
+    # the Gaussian init ignores the training truth
+    gaussian = EvalConfig(enks=EnksConfig(init="gaussian"))
+    gaussian = KINDS["enks"].solver(exp, inputs(evaluate=gaussian, train_x=train_x))
     assert gaussian.states is None
     with pytest.raises(ConfigError, match="init"):
         from_dict(EvalConfig, {"enks": {"init": "uniform"}}, "evaluate.l63")

@@ -54,14 +54,14 @@ ENKS_INITS = ("gaussian", "states")
 class EnksConfig:
     """Ensemble Kalman smoother (ETKF analysis) with the true RK4 model, no training."""
 
-    members: int = 50
-    inflation: float = 1.02  # multiplicative inflation of the forecast anomalies
-    lag: int | None = 80  # smoother lag in steps; None: the whole window
+    members: int = 200
+    inflation: float = 1.0  # multiplicative inflation of the forecast anomalies
+    lag: int | None = 120  # smoother lag in steps; None: the whole window
     batch_size: int = 500
     seed: int = 0  # draws of the initial ensembles (from the training truth)
     # initial ensembles: "gaussian" draws from the training states' mean and covariance,
     # "states" picks training states themselves (L63's two-winged climatology is not Gaussian)
-    init: str = "gaussian"
+    init: str = "states"
 
     def check(self, where: str) -> None:
         _check(self.members >= 2, f"{where}.members", self.members, "must be >= 2")
