@@ -7,7 +7,7 @@ import torch
 from fourdvarnet.cost import VariationalCost
 from fourdvarnet.data import interpolate
 from fourdvarnet.dynamics import lorenz63, rk4_step
-from fourdvarnet.enks import EnKSSolver, ensemble_smoother, initial_ensemble
+from fourdvarnet.enks import EnKSSolver, ensemble_from_states, ensemble_smoother, initial_ensemble
 from fourdvarnet.priors import true_prior
 
 # --- A deterministic linear model with a Gaussian initial state: the exact smoother is known ----
@@ -202,3 +202,76 @@ def test_enks_solver_normalised_interface(l63_windows):
     torch.testing.assert_close(x_hat, ((mean - norm_mean) / norm_std).float())
     torch.testing.assert_close(solver.last_var, (var / norm_std**2).float())
     torch.testing.assert_close(solver(cost, None, yn, mask.float(), 1), x_hat, rtol=0, atol=0)
+
+
+# --- initial ensembles drawn from training states (enks.init: states) --------------------------
+
+
+def test_states_ensemble_consists_of_training_states():
+    states = torch.randn(7, 3, 11, generator=torch.Generator().manual_seed(0))
+    bank = states.permute(0, 2, 1).reshape(-1, 3).double()  # every (window, time) state
+    gen = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731
+    ens = ensemble_from_states(states, 5, 40, gen(3))
+    assert ens.shape == (5, 40, 3) and ens.dtype == torch.float64
+    # every member is one of the bank's states, exactly
+    match = (ens.reshape(-1, 1, 3) == bank.unsqueeze(0)).all(dim=2)
+    assert match.any(dim=1).all()
+    # the draws reach many different states (not one per window), across windows and times
+    assert len({tuple(r) for r in ens.reshape(-1, 3).tolist()}) > 50
+    # deterministic by the seed, another seed another draw, a window's draw independent of the
+    # windows after it
+    torch.testing.assert_close(ensemble_from_states(states, 5, 40, gen(3)), ens, rtol=0, atol=0)
+    assert not torch.equal(ensemble_from_states(states, 5, 40, gen(4)), ens)
+    torch.testing.assert_close(ensemble_from_states(states, 2, 40, gen(3)), ens[:2], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="states must have shape"):
+        ensemble_from_states(states[0], 5, 40, gen(3))
+
+
+@pytest.fixture(scope="module")
+def l63_training_states():
+    """Twenty 200-step windows of another L63 trajectory than ``l63_windows``'s: a training
+    truth ``(20, 3, 200)`` to draw initial members from."""
+    x = torch.tensor([-5.0, -5.0, 20.0], dtype=torch.float64)
+    for _ in range(500):
+        x = rk4_step(lorenz63, x, DT)
+    traj = []
+    for _ in range(4000):
+        x = rk4_step(lorenz63, x, DT)
+        traj.append(x)
+    return torch.stack(traj).T.reshape(3, 20, 200).permute(1, 0, 2).contiguous()
+
+
+def test_l63_from_training_states_beats_interpolated_observations(l63_windows, l63_training_states):
+    truth, y, mask, mean0, cov0 = l63_windows
+    prior = true_prior("l63", DT)
+    init = ensemble_from_states(l63_training_states, len(y), 30, torch.Generator().manual_seed(0))
+    mean, var = ensemble_smoother(y, mask, prior.step, mean0, cov0, 2.0, 30, 1.02, None, init=init)
+    assert torch.isfinite(mean).all() and torch.isfinite(var).all()
+    mse = float(((mean - truth) ** 2).mean())
+    first_guess = float(((interpolate(y, mask, mean0) - truth) ** 2).mean())
+    assert mse < 0.15 * first_guess
+    mid = slice(50, 190)
+    assert float(((mean - truth)[..., mid] ** 2).mean()) < 1.5
+
+
+def test_enks_solver_draws_from_states(l63_windows, l63_training_states):
+    truth, y, mask, mean0, cov0 = l63_windows
+    norm_mean, norm_std = 8.0, 9.0
+    cost = VariationalCost(true_prior("l63", DT, norm_mean, norm_std), 1.0, 1.0)
+    states = l63_training_states.float()
+    solver = EnKSSolver(mean0, cov0, 2.0, 20, 1.02, 40, 5, norm_mean, norm_std, states)
+    assert "states" not in solver.state_dict()  # the training truth is not saved as weights
+    yn = ((y - norm_mean) / norm_std * mask).float()
+    x_hat = solver(cost, None, yn, mask.float(), 1)
+    gen = torch.Generator().manual_seed(5)
+    init = ensemble_from_states(states, len(y), 20, gen)
+    mean, _ = ensemble_smoother(
+        yn * norm_std + norm_mean, mask, cost.prior.step, mean0, cov0, 2.0, 20, 1.02, 40, gen,
+        init,
+    )  # fmt: skip
+    torch.testing.assert_close(x_hat, ((mean - norm_mean) / norm_std).float())
+    # not the Gaussian draw
+    gaussian = EnKSSolver(mean0, cov0, 2.0, 20, 1.02, 40, 5, norm_mean, norm_std)
+    assert not torch.allclose(gaussian(cost, None, yn, mask.float(), 1), x_hat)
+    with pytest.raises(ValueError, match="states must have shape"):
+        EnKSSolver(mean0, cov0, 2.0, 20, states=states[:, :2])

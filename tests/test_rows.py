@@ -14,12 +14,14 @@ from fourdvarnet.config import (
     SCHEMES,
     SOLVERS,
     ConfigError,
+    EnksConfig,
     EvalConfig,
     Experiment,
     LbfgsConfig,
     TrainConfig,
+    from_dict,
 )
-from fourdvarnet.data import Normalizer
+from fourdvarnet.data import Normalizer, load_split
 from fourdvarnet.model import build_model
 from fourdvarnet.pipeline import load_normalised
 from fourdvarnet.rows import KINDS, Inputs, kind_of, learns_prior, pretrains_prior
@@ -85,7 +87,7 @@ def test_each_kind_builds_a_model_that_reconstructs(row, l63_files):
     exp = Experiment("l63", *row.split("-"))
     model = build_model(
         exp, float(test.attrs["dt"]), norm, fill, None, (0.01, 1.0), evaluate=EvalConfig(),
-        attrs=test.attrs,
+        attrs=test.attrs, train_x=load_split(l63_files["train"]).x,
     )  # fmt: skip
     b = test.subset(torch.arange(4))
     n_iter, _ = kind_of(exp).budget(exp, EvalConfig())
@@ -163,3 +165,25 @@ def test_the_lbfgs_weights_and_tolerances_are_checked():
     for bad, key in (({"lambdas": [0.0, 0.0]}, "lambdas"), ({"tolerance_change": "1e-9"}, "tol")):
         with pytest.raises(ConfigError, match=f"evaluate.l63.lbfgs.{key}"):
             from_dict(EvalConfig, {"lbfgs": bad}, "evaluate.l63")
+
+
+def test_the_enks_from_training_states_reads_the_training_truth():
+    exp = Experiment("l63", "none", "rk4", "enks")
+    attrs = {
+        "train_component_mean": [0.0, 0.0, 20.0],
+        "train_component_cov": [60.0, 0, 0, 0, 80.0, 0, 0, 0, 70.0],
+        "noise_var": 2.0,
+    }
+    states = EvalConfig(enks=EnksConfig(init="states"))
+    train_x = torch.randn(4, 3, 10)
+    inputs = functools.partial(Inputs, 0.01, Normalizer(0.0, 1.0), None, attrs=attrs)
+    with pytest.raises(ValueError, match="needs the train_x settings"):
+        KINDS["enks"].solver(exp, inputs(evaluate=states))
+    solver = KINDS["enks"].solver(exp, inputs(evaluate=states, train_x=train_x))
+    assert torch.equal(solver.states, train_x)
+    # the Gaussian init ignores the training truth
+    gaussian = EvalConfig(enks=EnksConfig(init="gaussian"))
+    gaussian = KINDS["enks"].solver(exp, inputs(evaluate=gaussian, train_x=train_x))
+    assert gaussian.states is None
+    with pytest.raises(ConfigError, match="init"):
+        from_dict(EvalConfig, {"enks": {"init": "uniform"}}, "evaluate.l63")

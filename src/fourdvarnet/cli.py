@@ -243,6 +243,7 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace, pipeline, config
             args.scores,
             args.checkpoint,
             args.threads,
+            train_path=data_dir / f"{system}_train.nc",
         )
         print(", ".join(f"{k}: {v:.4g}" for k, v in scores.items() if isinstance(v, float)))
 

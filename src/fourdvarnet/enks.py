@@ -2,8 +2,9 @@
 
 A classical sequential data-assimilation baseline for the twin experiments: the true model is
 known (the RK4 step of an ``ODEPrior``), the initial ensemble of every window is drawn from the
-training climatology ``N(mean0, cov0)``, and the observations of the window are assimilated one
-time after the other:
+training climatology (a Gaussian fit ``N(mean0, cov0)``, or the training states themselves,
+``ensemble_from_states``), and the observations of the window are assimilated one time after the
+other:
 
 * **forecast**: every member is propagated with the model's one-step map;
 * **analysis** (at each time where a window has observations): an ensemble-transform Kalman
@@ -62,6 +63,33 @@ def initial_ensemble(
     z = z.to(device if device is not None else z.device)
     root = sqrt_psd(cov0.to(z.device))
     return mean0.to(z.device) + z @ root.T
+
+
+def ensemble_from_states(
+    states: torch.Tensor,
+    batch: int,
+    members: int,
+    generator: torch.Generator | None = None,
+    device=None,
+) -> torch.Tensor:
+    """``members`` states drawn from a bank of true states for each of ``batch`` windows:
+    ``(B, M, C)`` in float64.
+
+    ``states`` ``(S, C, T)``: e.g. the training truth, ``S`` windows of ``T`` times. Each member
+    is the state of a window drawn uniformly at a time drawn uniformly (with replacement), so
+    every member is one of the bank's states, not a draw of a Gaussian fit to them: for a
+    multi-modal climatology (L63's two wings) the members stay on the attractor. The (window,
+    time) pairs are drawn on the generator's device in one call, window after window, so, as in
+    ``initial_ensemble``, a window's draw does not depend on how many windows follow it.
+    """
+    if states.dim() != 3:
+        raise ValueError(f"states must have shape (S, C, T), got {tuple(states.shape)}")
+    n_win, _, n_time = states.shape
+    draw_device = generator.device if generator is not None else device
+    flat = torch.randint(n_win * n_time, (batch, members), generator=generator, device=draw_device)
+    flat = flat.to(states.device)
+    ens = states[flat // n_time, :, flat % n_time]  # (B, M, C)
+    return ens.to(device=device if device is not None else ens.device, dtype=torch.float64)
 
 
 class Transform(NamedTuple):
@@ -291,11 +319,13 @@ class EnKSSolver(nn.Module):
     It works on normalised tensors, as the other solvers: ``y`` is decoded with ``norm_mean`` and
     ``norm_std``, smoothed with the true model ``cost.prior.step`` (physical units, an
     ``ODEPrior``), and the smoother mean is encoded back. ``mean0``, ``cov0`` (the climatology of
-    the initial ensemble) and ``obs_var`` are in physical units. ``x0`` and ``n_iter`` are not used
-    (the EnKS is not iterative); ``callback(1, x_hat)`` is called once at the end. Each call draws
-    its initial ensembles from a generator seeded with ``seed`` on the device of ``y``, so a call
-    is deterministic, but a window's draw depends on its position in the batch. The ensemble
-    variance of the last call is kept in ``last_var`` (normalised units).
+    the initial ensemble) and ``obs_var`` are in physical units; with ``states`` ``(S, C, T)``
+    (physical units, e.g. the training truth) the initial members are drawn from those states
+    instead (``ensemble_from_states``), and ``mean0``, ``cov0`` are not used. ``x0`` and
+    ``n_iter`` are not used (the EnKS is not iterative); ``callback(1, x_hat)`` is called once at
+    the end. Each call draws its initial ensembles from a generator seeded with ``seed`` on the
+    device of ``y``, so a call is deterministic, but a window's draw depends on its position in
+    the batch. The ensemble variance of the last call is kept in ``last_var`` (normalised units).
     """
 
     def __init__(
@@ -309,6 +339,7 @@ class EnKSSolver(nn.Module):
         seed: int = 0,
         norm_mean: float = 0.0,
         norm_std: float = 1.0,
+        states=None,
     ):
         super().__init__()
         self.register_buffer("mean0", torch.as_tensor(mean0, dtype=torch.float64).clone())
@@ -318,10 +349,20 @@ class EnKSSolver(nn.Module):
         self.seed = int(seed)
         self.norm_mean, self.norm_std = float(norm_mean), float(norm_std)
         self.last_var: torch.Tensor | None = None
+        if states is not None:
+            states = torch.as_tensor(states)
+            n_comp = self.mean0.shape[0]
+            if states.dim() != 3 or states.shape[1] != n_comp:
+                raise ValueError(f"states must have shape (S, {n_comp}, T), got {states.shape}")
+        # not saved with the weights: it is the training truth, rebuilt from the data
+        self.register_buffer("states", states, persistent=False)
 
     def forward(self, cost, x0, y, mask, n_iter, callback=None) -> torch.Tensor:
         generator = torch.Generator(device=y.device).manual_seed(self.seed)
         phys = (y * self.norm_std + self.norm_mean) * mask
+        init = None
+        if self.states is not None:
+            init = ensemble_from_states(self.states, y.shape[0], self.members, generator, y.device)
         mean, var = ensemble_smoother(
             phys,
             mask,
@@ -333,6 +374,7 @@ class EnKSSolver(nn.Module):
             self.inflation,
             self.lag,
             generator,
+            init,
         )
         x_hat = (mean - self.norm_mean) / self.norm_std
         self.last_var = var / self.norm_std**2

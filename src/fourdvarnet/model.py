@@ -62,17 +62,21 @@ def build_model(
     lambda_param: str = "sqrt",
     evaluate: EvalConfig | None = None,
     attrs: dict | None = None,
+    train_x: torch.Tensor | None = None,
 ) -> FourDVarNet:
     """Assemble the row ``exp`` as its kind says (``rows.KINDS``): prior, cost weights and solver
     (unless given). The ensemble smoother and the posterior mean read ``evaluate`` and the data
-    file's ``attrs``.
+    file's ``attrs``; the EnKS started from training states reads the training truth
+    ``train_x`` (physical units).
 
     The direct row has no prior and minimises no cost: its U-Net ignores the cost, which holds
     the true RK4 model with fixed weights, so that the validation U logged in training is the
     4D-Var cost of its reconstructions.
     """
     kind = kind_of(exp)
-    inputs = Inputs(dt, norm, model or ModelConfig(), fsgd_step, fsgd_fraction, evaluate, attrs)
+    inputs = Inputs(
+        dt, norm, model or ModelConfig(), fsgd_step, fsgd_fraction, evaluate, attrs, train_x
+    )
     prior = kind.prior(exp, inputs)
     learn = learn_lambdas and kind.uses_prior
     cost = VariationalCost(prior, *lambdas, learn_lambdas=learn, param=lambda_param)

@@ -30,7 +30,7 @@ from .data import Normalizer, data_setup, load_split, make_splits, read_torch, w
 from .evaluate import evaluate
 from .model import build_model, load_checkpoint, save_atomic, save_checkpoint
 from .priors import build_prior
-from .rows import divergence_cause, kind_of, pretrains_prior, scheme_of
+from .rows import divergence_cause, kind_of, needs_training_states, pretrains_prior, scheme_of
 from .training import pick_device, pretrain_genn_prior, seed_everything, train
 
 log = logging.getLogger("fourdvarnet")
@@ -281,10 +281,14 @@ def evaluate_row(
     checkpoint=None,
     threads: int | None = None,
     run: str = "",
+    train_path=None,
 ) -> dict:
     """Score one table row on the test split; writes the reconstructions and the scores, with
     the data set-up (``data.data_setup``) and the name of the run (``run``: a named variant,
-    '' for the default run) that the tables and figures check before they combine rows."""
+    '' for the default run) that the tables and figures check before they combine rows.
+
+    ``train_path``: the training split, read only by the rows that need its truth (the EnKS with
+    ``enks.init: states`` draws its initial members from it)."""
     exp = parse_row(row, system, seed)
     ecfg = from_dict(EvalConfig, eval_cfg, f"evaluate.{system}")
     set_threads(threads)
@@ -297,9 +301,18 @@ def evaluate_row(
         if checkpoint:
             raise ValueError(f"row {row!r} is not learned and takes no checkpoint")
         mcfg = from_dict(ModelConfig, model_cfg, f"model.{system}")
+        train_x = None
+        if needs_training_states(exp, ecfg):
+            if train_path is None:
+                raise ValueError(
+                    f"row {row!r} with evaluate.{system}.enks.init = states needs the training "
+                    "split (train_path)"
+                )
+            train_x = load_split(train_path).x
         model = build_model(
             exp, dt, norm, fill, mcfg, kind_of(exp).weights(exp, ecfg), fsgd_step=ecfg.fsgd.step,
             fsgd_fraction=ecfg.fsgd.step_fraction, evaluate=ecfg, attrs=test.attrs,
+            train_x=train_x,
         )  # fmt: skip
     else:
         if not checkpoint:

@@ -82,7 +82,8 @@ SCHEMES = {
 class Inputs:
     """What the builders read: the data's time step and normalisation, the model configuration,
     FSGD's step, and for the EnKS and the posterior mean the evaluation settings and the data
-    file's attributes."""
+    file's attributes; for the EnKS started from training states (``enks.init: states``) the
+    training truth ``train_x`` ``(sample, component, time)``, physical units."""
 
     dt: float
     norm: Normalizer
@@ -91,6 +92,7 @@ class Inputs:
     fsgd_fraction: float = 0.5
     evaluate: EvalConfig | None = None
     attrs: dict | None = None
+    train_x: torch.Tensor | None = None
 
     def needs(self, what: str, exp: Experiment):
         value = getattr(self, what)
@@ -133,15 +135,24 @@ def _direct_solver(exp: Experiment, inp: Inputs) -> nn.Module:
     return DirectSolver(*LAYOUT[exp.system], inp.model.direct)
 
 
+def needs_training_states(exp: Experiment, cfg: EvalConfig | None) -> bool:
+    """Whether the row's solver reads the training truth itself (the EnKS with
+    ``enks.init: states``), not only the statistics in the data file's attributes."""
+    return exp.solver == "enks" and cfg is not None and cfg.enks.init == "states"
+
+
 def _ensemble_smoother(exp: Experiment, inp: Inputs) -> nn.Module:
     """The EnKS of ``evaluate.<system>.enks``, its initial ensembles drawn from the training
-    climatology and its observation error from the data file's attributes."""
+    climatology (``init: gaussian``: its mean and covariance, in the data file's attributes;
+    ``init: states``: the training truth's states) and its observation error from the data
+    file's attributes."""
     c, attrs, norm = inp.needs("evaluate", exp).enks, inp.needs("attrs", exp), inp.norm
     mean0 = np.asarray(attrs["train_component_mean"], dtype=np.float64)
     cov0 = np.asarray(attrs["train_component_cov"], dtype=np.float64).reshape(len(mean0), -1)
+    states = inp.needs("train_x", exp) if needs_training_states(exp, inp.evaluate) else None
     return EnKSSolver(
         mean0, cov0, float(attrs["noise_var"]), c.members, c.inflation, c.lag, c.seed,
-        norm.mean, norm.std,
+        norm.mean, norm.std, states,
     )  # fmt: skip
 
 

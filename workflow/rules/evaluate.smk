@@ -2,6 +2,7 @@ rule evaluate:
     """Reconstruct the test split with one table row and score it (R-, 4DVar- and ODE-scores)."""
     input:
         test="results/{preset}/data/{system}_test.nc",
+        train="results/{preset}/data/{system}_train.nc",  # the EnKS's initial states
         checkpoint=checkpoint_for,
     output:
         recon="results/{preset}/eval/{system}/{row}/seed{seed}.nc",

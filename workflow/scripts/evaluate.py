@@ -19,4 +19,5 @@ with job_log(sm.log[0]):
         checkpoint=sm.input.checkpoint or None,
         threads=sm.threads,
         run=sm.params.run,
+        train_path=sm.input.train,
     )

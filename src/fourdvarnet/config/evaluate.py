@@ -63,21 +63,28 @@ class LbfgsConfig:
             _check(ok, f"{where}.{k}", v, "must be a number >= 0")
 
 
+ENKS_INITS = ("gaussian", "states")
+
+
 @dataclass
 class EnksConfig:
     """Ensemble Kalman smoother (ETKF analysis) with the true RK4 model, no training."""
 
-    members: int = 50
-    inflation: float = 1.02  # multiplicative inflation of the forecast anomalies
-    lag: int | None = 80  # smoother lag in steps; None: the whole window
+    members: int = 200
+    inflation: float = 1.0  # multiplicative inflation of the forecast anomalies
+    lag: int | None = 120  # smoother lag in steps; None: the whole window
     batch_size: int = 500
-    seed: int = 0  # draws of the initial ensembles (from the training climatology)
+    seed: int = 0  # draws of the initial ensembles (from the training truth)
+    # initial ensembles: "gaussian" draws from the training states' mean and covariance,
+    # "states" picks training states themselves (L63's two-winged climatology is not Gaussian)
+    init: str = "states"
 
     def check(self, where: str) -> None:
         _check(self.members >= 2, f"{where}.members", self.members, "must be >= 2")
         _check(self.inflation >= 1.0, f"{where}.inflation", self.inflation, "must be >= 1")
         _check(self.lag is None or self.lag >= 0, f"{where}.lag", self.lag, "must be >= 0 or null")
         _check(self.batch_size >= 1, f"{where}.batch_size", self.batch_size, "must be >= 1")
+        _check(self.init in ENKS_INITS, f"{where}.init", self.init, f"must be one of {ENKS_INITS}")
 
 
 @dataclass
