@@ -156,7 +156,7 @@ def test_the_lbfgs_row_solves_its_own_weights_and_the_other_baselines_fsgds(
     pipeline.evaluate_row(
         "none-rk4-lbfgs", "l63", 0, l63_files["val"], small.model, default, out, tmp_path / "d.json"
     )
-    assert json.loads(xr.load_dataset(out).attrs["cost_lambdas"]) == pytest.approx([0.01, 10.0])
+    assert json.loads(xr.load_dataset(out).attrs["cost_lambdas"]) == pytest.approx([0.01, 100.0])
 
 
 def test_the_lbfgs_weights_and_tolerances_are_checked():
