@@ -51,6 +51,7 @@ COLUMNS = {
     "solver": ("solver",),
     "seeds": ("n_seeds",),
     "R-score (test, mean ± std)": ("r_score_mean",),
+    "95% interval": ("r_score_ci_low",),
     "paper": ("paper_r_score",),
     "vs paper": ("paper_r_score",),
     "validation": ("val_r_score_mean",),
@@ -116,6 +117,13 @@ def r_score(rec) -> str:
     return mean
 
 
+def interval(rec) -> str:
+    """The R-score's 95% moving-block bootstrap interval (seeds resampled too), ``-`` where the
+    table has none (score files without their per-window errors)."""
+    lo, hi = _number(rec.get("r_score_ci_low")), _number(rec.get("r_score_ci_high"))
+    return f"{fmt(lo)}-{fmt(hi)}" if math.isfinite(lo) and math.isfinite(hi) else "-"
+
+
 def cells(rec) -> dict[str, str]:
     """One table row's cells, by column header."""
     prior = rec["prior"]
@@ -125,6 +133,7 @@ def cells(rec) -> dict[str, str]:
         "solver": SOLVER_NAMES.get(rec["solver"], rec["solver"]),
         "seeds": str(int(rec["n_seeds"])),
         "R-score (test, mean ± std)": r_score(rec),
+        "95% interval": interval(rec),
         "paper": fmt(rec.get("paper_r_score")),
         "vs paper": vs_paper(rec.get("r_score_mean"), rec.get("paper_r_score")),
         "validation": fmt(rec.get("val_r_score_mean")),
