@@ -235,3 +235,14 @@ def test_direct_row_sits_before_the_floor_with_empty_prior_scores(tmp_path):
     assert pd.read_csv(out)["r_score_mean"].notna().all()
     assert line[header.index("r_score_std")] == ""  # one seed: no spread, an empty cell
     assert line[header.index("label")] == "supervised direct CNN (U-Net)"
+
+
+def test_the_table_takes_the_preset_of_its_score_files_and_refuses_two(tmp_path):
+    import pandas as pd
+
+    recs = [_score("l63", "none-rk4-fsgd", 0, 3.0, preset="quick")]
+    write_table(_write(tmp_path, recs), "l63", tmp_path / "t.csv")
+    assert (pd.read_csv(tmp_path / "t.csv")["preset"] == "quick").all()
+    recs.append(_score("l63", "none-rk4-enks", 0, 2.0, preset="cpu"))
+    with pytest.raises(ValueError, match="different presets"):
+        make_table(_write(tmp_path, recs), "l63")

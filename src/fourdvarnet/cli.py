@@ -148,7 +148,9 @@ def _add_stages(sub) -> None:
     s.add_argument(
         "--pairs", default=None, help="also write every pair's paired interval to this CSV"
     )
-    s.add_argument("--label", default="", help="the preset column's value (default: --preset)")
+    s.add_argument(
+        "--label", default="", help="the preset column's value (default: the score files')"
+    )
 
     s = sub.add_parser(
         "figures", help="draw Figure 2, 3 or 4 from the evaluation files of the rows it compares"
@@ -199,7 +201,7 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace, pipeline, config
     if args.stage == "table":
         from .tables import write_pairs, write_table
 
-        write_table(args.scores, args.system, args.out, preset=args.label or args.preset or "")
+        write_table(args.scores, args.system, args.out, preset=args.label or None)
         if args.pairs:
             write_pairs(args.scores, args.system, args.pairs)
         return
@@ -244,6 +246,8 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace, pipeline, config
             args.checkpoint,
             args.threads,
             train_path=data_dir / f"{system}_train.nc",
+            preset=cfg.get("preset", ""),
+            run=cfg.get("run", ""),
         )
         print(", ".join(f"{k}: {v:.4g}" for k, v in scores.items() if isinstance(v, float)))
 

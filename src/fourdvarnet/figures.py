@@ -448,7 +448,8 @@ def fig_training(
         ax.set_yscale("log")
         ax.set_xlabel(xlabel)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("validation R-score (fine dots: the paper's test value)")
+    paper_note = " (fine dots: the paper's test value)" if paper else ""
+    axes[0].set_ylabel(f"validation R-score{paper_note}")
     axes[1].legend(fontsize=8, loc="upper right")
     title = "Training curves" + (f" (preset {preset}, first seed)" if preset else "")
     fig.suptitle(title + (f"\n{caption}" if caption else ""), fontsize=13)

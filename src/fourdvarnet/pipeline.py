@@ -282,10 +282,12 @@ def evaluate_row(
     threads: int | None = None,
     run: str = "",
     train_path=None,
+    preset: str = "",
 ) -> dict:
     """Score one table row on the test split; writes the reconstructions and the scores, with
     the data set-up (``data.data_setup``) and the name of the run (``run``: a named variant,
-    '' for the default run) that the tables and figures check before they combine rows.
+    '' for the default run) that the tables and figures check before they combine rows, and
+    the name of the ``preset``.
 
     ``train_path``: the training split, read only by the rows that need its truth (the EnKS with
     ``enks.init: states`` draws its initial members from it)."""
@@ -338,6 +340,7 @@ def evaluate_row(
         solver=exp.solver,
         seed=exp.seed,
         device=str(device),
+        preset=preset,
         run=run,
         setup=setup,
     )

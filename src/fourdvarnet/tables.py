@@ -133,7 +133,7 @@ def read_scores(score_files: list[str | Path], system: str) -> list[dict]:
     wrong = sorted({r["system"] for r in recs} - {system})
     if wrong:
         raise ValueError(f"score files of system(s) {wrong} given for the {system} table")
-    for key, what in (("setup", "data set-ups"), ("run", "runs")):
+    for key, what in (("setup", "data set-ups"), ("run", "runs"), ("preset", "presets")):
         _same(recs, score_files, key, what)
     return recs
 
@@ -181,7 +181,7 @@ def make_table(score_files: list[str | Path], system: str) -> pd.DataFrame:
     too), and the paper's numbers."""
     recs = read_scores(score_files, system)
     errors, length = window_errors(recs)
-    skip = (*WINDOW_FIELDS, "setup", "run")
+    skip = (*WINDOW_FIELDS, "setup", "run", "preset")
     df = pd.DataFrame([{k: v for k, v in r.items() if k not in skip} for r in recs])
     agg = {"n_seeds": ("seed", "nunique")}
     for s in SCORES:
@@ -243,12 +243,15 @@ def make_pairs(score_files: list[str | Path], system: str) -> pd.DataFrame:
 
 
 def write_table(
-    score_files, system: str, out: str | Path, preset: str = "", caption: str = ""
+    score_files, system: str, out: str | Path, preset: str | None = None, caption: str = ""
 ) -> pd.DataFrame:
-    """Write the table of ``system`` as CSV; ``preset`` names the preset it comes from and
-    ``caption`` (a ``note`` column, where given) says what its numbers are not (e.g. the quick
-    preset's short training)."""
-    table = make_table(list(score_files), system)
+    """Write the table of ``system`` as CSV; ``preset`` names the preset it comes from (default:
+    the score files' own) and ``caption`` (a ``note`` column, where given) says what its numbers
+    are not (e.g. the quick preset's short training)."""
+    score_files = list(score_files)
+    table = make_table(score_files, system)
+    if preset is None:
+        preset = read_json(score_files[0], f"score file {score_files[0]}", "").get("preset", "")
     table.insert(0, "preset", preset)
     if caption:
         table.insert(1, "note", caption)

@@ -22,5 +22,6 @@ rule evaluate:
         model=lambda w: CFG["model"][w.system],
         evaluate=lambda w: CFG["evaluate"][w.system],
         run=RUN,
+        preset=PRESET,
     script:
         "../scripts/evaluate.py"

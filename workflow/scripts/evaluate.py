@@ -19,5 +19,6 @@ with job_log(sm.log[0]):
         checkpoint=sm.input.checkpoint or None,
         threads=sm.threads,
         run=sm.params.run,
+        preset=sm.params.preset,
         train_path=sm.input.train,
     )
