@@ -66,7 +66,7 @@ def main(argv=None) -> None:
     kept = sorted((scores / args.system).glob("*/seed*.json"))
     table = reference / f"{TABLES[args.system]}.csv"
     write_table(kept, args.system, table, preset=args.preset)
-    write_pairs(kept, args.system, reference / f"{TABLES[args.system]}_pairs.csv")
+    write_pairs(kept, args.system, reference / f"pairs_{TABLES[args.system]}.csv")
     print(f"copied {len(copied)} score file(s); {table} from {len(kept)} kept")
 
 

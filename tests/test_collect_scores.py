@@ -41,7 +41,7 @@ def test_seeds_kept_run_by_run_make_one_table(tmp_path):
     assert table.loc["none-rk4-enks", "n_seeds"] == 1  # the baseline kept once
     assert table.loc["supervised-rk4-conv", "r_score_std"] > 0
     assert (table["preset"] == "cpu").all()
-    pairs = pd.read_csv(ref / "table1_pairs.csv")
+    pairs = pd.read_csv(ref / "pairs_table1.csv")
     assert len(pairs) == 1 and pairs["n_seeds_b"].iloc[0] == 2
     # a kept seed is not replaced by other scores unasked
     _write(tmp_path / "run1", "supervised-rk4-conv", 1, rng.gamma(2, 1, 300))

@@ -9,7 +9,7 @@ rule table:
             category="Tables",
             labels={"table": "{table}"},
         ),
-        pairs=f"{TABLE_DIR}{{table}}_pairs.csv",
+        pairs=f"{TABLE_DIR}pairs_{{table}}.csv",
     log:
         f"{TABLE_DIR}logs/{{table}}.log",
     wildcard_constraints:
