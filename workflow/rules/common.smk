@@ -75,6 +75,14 @@ ROOT = f"runs/{RUN}/{PRESET}" if RUN else PRESET  # results/{ROOT}/: data, model
 TABLE_DIR = f"results/{ROOT}/" if RUN else "results/"
 FIGURE_DIR = f"results/{ROOT}/figures/" if RUN else "figures/"
 SWEEP = CFG.get("sweep") or {}
+_CHANGED = sorted({"data", "model", "train", "evaluate"} & set(USER_CONFIG))
+if workflow.is_main_process and _CHANGED and not RUN:
+    print(
+        f"note: your config changes {', '.join(_CHANGED)} of the default run: its results in "
+        f"results/{PRESET}/ are rebuilt with them; --config run=NAME keeps them apart "
+        "(README, 'Your own experiment')",
+        file=sys.stderr,
+    )
 TABLES = {"table1": "l63", "table2": "l96"}
 FIGURES = {
     "fig2_energy_pathways": ("fig2", "l63"),
