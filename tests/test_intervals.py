@@ -1,10 +1,10 @@
 """The tables' intervals: a moving-block bootstrap over overlapping test windows."""
 
-import json
 import math
 
 import numpy as np
 import pytest
+from test_metrics import _write as _files
 
 from fourdvarnet import intervals
 from fourdvarnet.tables import make_pairs, make_table
@@ -85,15 +85,6 @@ def _score(row, seed, errors, start):
         "r_score": float(np.mean(errors)), "window": 200,
         "window_r_score": [float(v) for v in errors], "window_start": [int(s) for s in start],
     }  # fmt: skip
-
-
-def _files(tmp_path, recs):
-    paths = []
-    for i, rec in enumerate(recs):
-        p = tmp_path / f"s{i}.json"
-        p.write_text(json.dumps(rec))
-        paths.append(p)
-    return paths
 
 
 def test_table_with_three_seeds_has_std_and_interval(tmp_path):
