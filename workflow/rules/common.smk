@@ -234,9 +234,7 @@ def warn_if_cpu_training():
     if not (workflow.is_main_process and workflow.local_exec) or workflow.touch:
         return
     try:
-        jobs = [
-            (job.rule.name, dict(job.wildcards_dict)) for job in workflow.dag.needrun_jobs()
-        ]
+        jobs = [(job.rule.name, dict(job.wildcards_dict)) for job in workflow.dag.needrun_jobs()]
     except Exception:  # the DAG's internals: fall back to every job of the preset
         jobs = None
     cores = workflow.resource_settings.cores
