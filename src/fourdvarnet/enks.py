@@ -13,7 +13,12 @@ other:
   error precision is ``R^-1 = mask / obs_var``: unobserved entries get zero weight, so windows
   with different sets of observed components (or none at all) share one batched computation;
 * **smoothing**: the ensemble-space transform of each analysis is also applied to the stored
-  ensembles of the past states (all of them, or only those of the last ``lag`` steps).
+  ensembles of the past states (all of them, or only those of the last ``lag`` steps);
+* **localisation** (``radius`` > 0, for a ring of components such as Lorenz-96): each component
+  gets its own analysis (a local ETKF, Hunt et al. 2007), in which the precision of an
+  observation is tapered by the Gaspari-Cohn function of its distance along the periodic
+  component axis (half-width ``radius``, zero beyond ``2 * radius``); the component's past
+  states are smoothed with its own transform.
 
 Layout as in the rest of the package: tensors ``(batch, component, time)`` with one independent
 window per batch entry. ``ensemble_smoother`` works in physical units; ``EnKSSolver`` wraps it
@@ -35,6 +40,25 @@ def sqrt_psd(cov: torch.Tensor) -> torch.Tensor:
     """A square root ``L`` with ``L @ L.T == cov`` of a symmetric positive semi-definite matrix."""
     vals, vecs = torch.linalg.eigh(0.5 * (cov + cov.T))
     return vecs * vals.clamp(min=0).sqrt()
+
+
+def gaspari_cohn(distance: torch.Tensor, radius: float) -> torch.Tensor:
+    """The Gaspari-Cohn (1999) fifth-order taper of ``distance`` with half-width ``radius``:
+    1 at 0, compactly supported (0 from ``2 * radius`` on), smooth, and a correlation function
+    (positive semi-definite), so that a tapered covariance stays a covariance."""
+    r = torch.as_tensor(distance, dtype=torch.float64).abs() / float(radius)
+    inner = 1 - 5 / 3 * r**2 + 5 / 8 * r**3 + r**4 / 2 - r**5 / 4
+    safe = r.clamp(min=1e-12)
+    outer = 4 - 5 * r + 5 / 3 * r**2 + 5 / 8 * r**3 - r**4 / 2 + r**5 / 12 - 2 / (3 * safe)
+    return torch.where(r <= 1, inner, torch.where(r < 2, outer, torch.zeros_like(r)))
+
+
+def ring_taper(n_comp: int, radius: float) -> torch.Tensor:
+    """``(C, C)``: the Gaspari-Cohn taper of the distance between components ``i`` and ``j`` on
+    a ring of ``n_comp`` (periodic: ``min(|i - j|, C - |i - j|)``)."""
+    idx = torch.arange(n_comp)
+    gap = (idx[:, None] - idx[None, :]).abs()
+    return gaspari_cohn(torch.minimum(gap, n_comp - gap), radius)
 
 
 def initial_ensemble(
@@ -178,6 +202,7 @@ def ensemble_smoother(
     generator: torch.Generator | None = None,
     init: torch.Tensor | None = None,
     method: str = "auto",
+    radius: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """EnKS of every window of ``y``: returns the smoother mean and ensemble variance.
 
@@ -190,6 +215,11 @@ def ensemble_smoother(
     past steps updated by each analysis (None: the whole window; 0: the filter). Both outputs
     ``(B, C, T)`` in the dtype of ``y``; the variance uses the ``M - 1`` normalisation.
 
+    ``radius`` > 0 localises every analysis (``ring_taper``: the components form a ring, as
+    Lorenz-96's): one ETKF per component, with the observation precisions tapered by their
+    distance to it; 0 is the global analysis. A localised smoother updates the past states
+    directly (``method`` ``"direct"``).
+
     ``method`` only chooses how the past states are updated, with the same result up to rounding:
     ``"direct"`` transforms the stored ensembles of the past ``lag`` steps at each analysis,
     ``"product"`` (whole-window smoother only) keeps the ``(M, M)`` member transforms of the
@@ -197,7 +227,7 @@ def ensemble_smoother(
     smaller rough cost estimate (``product`` for the usual ensembles of up to a few hundred
     members, ``direct`` for a lag or for ensembles much larger than the state).
     """
-    _check_smoother_args(y, mask, members, inflation, obs_var, lag, method)
+    _check_smoother_args(y, mask, members, inflation, obs_var, lag, method, radius)
     n_batch, n_comp, n_time = y.shape
     observed = mask > 0
     window_observed = observed.any(dim=1)  # (B, T)
@@ -206,10 +236,12 @@ def ensemble_smoother(
     horizon = n_time if lag is None else min(lag, n_time)
     if method == "auto":
         method = _cheaper_method(lag, len(analysis_times), members, n_comp, n_time, horizon)
+        method = "direct" if radius else method
     ens = _first_members(init, mean0, cov0, n_batch, members, n_comp, generator, y.device)
     obs = _observation_terms(y, observed, window_observed, obs_var, inflation)
+    taper = ring_taper(n_comp, radius).to(y.device) if radius else None
     with torch.no_grad():
-        traj, transforms = _filter(ens, step, obs, analysis_times, method, horizon)
+        traj, transforms = _filter(ens, step, obs, analysis_times, method, horizon, taper)
         if method == "product":
             _smooth_by_products(traj, transforms)
     mean = traj.mean(dim=1)
@@ -217,7 +249,7 @@ def ensemble_smoother(
     return mean.to(y.dtype), var.to(y.dtype)
 
 
-def _check_smoother_args(y, mask, members, inflation, obs_var, lag, method) -> None:
+def _check_smoother_args(y, mask, members, inflation, obs_var, lag, method, radius) -> None:
     """Raise ``ValueError`` on arguments ``ensemble_smoother`` cannot work with."""
     if members < 2:
         raise ValueError(f"the ensemble needs at least 2 members, got {members}")
@@ -233,6 +265,10 @@ def _check_smoother_args(y, mask, members, inflation, obs_var, lag, method) -> N
         raise ValueError(f"unknown method {method!r}; expected auto, direct or product")
     if method == "product" and lag is not None:
         raise ValueError("method='product' is the whole-window smoother: it needs lag=None")
+    if not radius >= 0:
+        raise ValueError(f"radius must be >= 0 (0: no localisation), got {radius}")
+    if method == "product" and radius:
+        raise ValueError("a localised smoother (radius > 0) updates the past by method='direct'")
 
 
 def _cheaper_method(lag, n_analyses, members, n_comp, n_time, horizon) -> str:
@@ -266,23 +302,43 @@ def _observation_terms(y, observed, window_observed, obs_var, inflation):
     return yy, observed, weight, infl
 
 
-def _analysis(ens, y_t, observed_t, weight_t, infl_t):
+def _analysis(ens, y_t, observed_t, weight_t, infl_t, taper=None):
     """The ETKF analysis of the members ``ens`` ``(B, M, C)`` at one time; the analysis members
-    and the transform."""
+    and the transform. With ``taper`` ``(C, C)`` (``ring_taper``) the analysis is local: the
+    transform of component ``i`` sees the precisions ``weight_t * taper[i]``, and the returned
+    transform is batched over ``(B * C)``, window after window, component after component."""
     mean = ens.mean(dim=1, keepdim=True)
     anom = (ens - mean) * infl_t[:, None, None]
     innov = (y_t - mean.squeeze(1)) * observed_t
-    T = etkf_transform(anom, innov, weight_t)
-    return mean + T.apply(anom), T
+    if taper is None:
+        T = etkf_transform(anom, innov, weight_t)
+        return mean + T.apply(anom), T
+    n_batch, members, n_comp = anom.shape
+    T = etkf_transform(
+        anom.repeat_interleave(n_comp, dim=0),
+        innov.repeat_interleave(n_comp, dim=0),
+        (weight_t[:, None, :] * taper).reshape(n_batch * n_comp, n_comp),
+    )
+    own = T.apply(_by_component(anom.unsqueeze(-1)))  # (B * C, M, 1): component i's own
+    return mean + own.reshape(n_batch, n_comp, members).transpose(1, 2), T
 
 
-def _filter(ens, step, obs, analysis_times, method, horizon):
+def _by_component(x: torch.Tensor) -> torch.Tensor:
+    """``(B, M, C, F)`` -> ``(B * C, M, F)``: each component's members as a window of its own
+    (the layout of a local transform)."""
+    n_batch, members, n_comp, n_feat = x.shape
+    return x.transpose(1, 2).reshape(n_batch * n_comp, members, n_feat)
+
+
+def _filter(ens, step, obs, analysis_times, method, horizon, taper=None):
     """The forward pass: forecasts and analyses over the window, from the members ``ens``, of
     the observations ``obs`` (``_observation_terms``).
 
     Returns the members at every time ``(B, M, C, T)`` and, for ``method == "product"``, the
     member transforms of the analyses by time; otherwise each analysis has already updated the
-    stored members of the past ``horizon`` steps (the members are the smoothed ones).
+    stored members of the past ``horizon`` steps (the members are the smoothed ones). With
+    ``taper`` the analyses are local (``_analysis``), and each component's past is updated by
+    its own transform.
     """
     yy, observed, weight, infl = obs
     n_batch, members, n_comp = ens.shape
@@ -293,12 +349,18 @@ def _filter(ens, step, obs, analysis_times, method, horizon):
         if t > 0:
             ens = step(ens.reshape(-1, n_comp)).reshape(n_batch, members, n_comp)
         if t in analysis_times:
-            ens, T = _analysis(ens, yy[..., t], observed[..., t], weight[..., t], infl[:, t])
+            ens, T = _analysis(ens, yy[..., t], observed[..., t], weight[..., t], infl[:, t], taper)
             if method == "product":
                 transforms[t] = member_transform(T)
             elif horizon > 0 and t > 0:
                 lo = max(0, t - horizon)
-                traj[..., lo:t] = apply_transform(traj[..., lo:t], T)
+                past = traj[..., lo:t]
+                if taper is None:
+                    traj[..., lo:t] = apply_transform(past, T)
+                else:  # component after component, each by its own transform
+                    new = apply_transform(_by_component(past), T)
+                    shape = (n_batch, n_comp, members, t - lo)
+                    traj[..., lo:t] = new.reshape(shape).transpose(1, 2)
         traj[..., t] = ens
     return traj, transforms
 
@@ -321,7 +383,8 @@ class EnKSSolver(nn.Module):
     ``ODEPrior``), and the smoother mean is encoded back. ``mean0``, ``cov0`` (the climatology of
     the initial ensemble) and ``obs_var`` are in physical units; with ``states`` ``(S, C, T)``
     (physical units, e.g. the training truth) the initial members are drawn from those states
-    instead (``ensemble_from_states``), and ``mean0``, ``cov0`` are not used. ``x0`` and
+    instead (``ensemble_from_states``), and ``mean0``, ``cov0`` are not used; ``radius`` > 0
+    localises the analyses (``ensemble_smoother``). ``x0`` and
     ``n_iter`` are not used (the EnKS is not iterative); ``callback(1, x_hat)`` is called once at
     the end. Each call draws its initial ensembles from a generator seeded with ``seed`` on the
     device of ``y``, so a call is deterministic, but a window's draw depends on its position in
@@ -340,13 +403,14 @@ class EnKSSolver(nn.Module):
         norm_mean: float = 0.0,
         norm_std: float = 1.0,
         states=None,
+        radius: float = 0.0,
     ):
         super().__init__()
         self.register_buffer("mean0", torch.as_tensor(mean0, dtype=torch.float64).clone())
         self.register_buffer("cov0", torch.as_tensor(cov0, dtype=torch.float64).clone())
         self.obs_var, self.members, self.inflation = float(obs_var), int(members), float(inflation)
         self.lag = None if lag is None else int(lag)
-        self.seed = int(seed)
+        self.seed, self.radius = int(seed), float(radius)
         self.norm_mean, self.norm_std = float(norm_mean), float(norm_std)
         self.last_var: torch.Tensor | None = None
         if states is not None:
@@ -375,6 +439,7 @@ class EnKSSolver(nn.Module):
             self.lag,
             generator,
             init,
+            radius=self.radius,
         )
         x_hat = (mean - self.norm_mean) / self.norm_std
         self.last_var = var / self.norm_std**2

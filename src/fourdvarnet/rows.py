@@ -152,7 +152,7 @@ def _ensemble_smoother(exp: Experiment, inp: Inputs) -> nn.Module:
     states = inp.needs("train_x", exp) if needs_training_states(exp, inp.evaluate) else None
     return EnKSSolver(
         mean0, cov0, float(attrs["noise_var"]), c.members, c.inflation, c.lag, c.seed,
-        norm.mean, norm.std, states,
+        norm.mean, norm.std, states, c.radius,
     )  # fmt: skip
 
 

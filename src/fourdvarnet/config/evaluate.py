@@ -78,8 +78,12 @@ class EnksConfig:
     # initial ensembles: "gaussian" draws from the training states' mean and covariance,
     # "states" picks training states themselves (L63's two-winged climatology is not Gaussian)
     init: str = "states"
+    # localisation: the Gaspari-Cohn half-width along the periodic component axis, in
+    # components (zero from twice it); 0: none (the global analysis; L63's 3 components)
+    radius: float = 0.0
 
     def check(self, where: str) -> None:
+        _check(self.radius >= 0, f"{where}.radius", self.radius, "must be >= 0 (0: none)")
         _check(self.members >= 2, f"{where}.members", self.members, "must be >= 2")
         _check(self.inflation >= 1.0, f"{where}.inflation", self.inflation, "must be >= 1")
         _check(self.lag is None or self.lag >= 0, f"{where}.lag", self.lag, "must be >= 0 or null")
