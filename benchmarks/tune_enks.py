@@ -1,4 +1,4 @@
-"""Tune the EnKS baseline (members, inflation, lag) on a validation split.
+"""Tune the EnKS baseline (members, inflation, lag, localisation radius) on a validation split.
 
 The initial ensemble of every window is drawn from the training truth, as the row does
 (``evaluate.<system>.enks.init``): ``gaussian`` draws from the per-component mean and covariance
@@ -11,6 +11,8 @@ smoother.
     python benchmarks/tune_enks.py --val results/quick/data/l63_val.nc \\
         --train results/quick/data/l63_train.nc --init states,gaussian --members 10,20,50 \\
         --inflation 1.0,1.05 --lag none
+    python benchmarks/tune_enks.py --val results/cpu/data/l96_val.nc \\
+        --train results/cpu/data/l96_train.nc --members 20,40 --radius 0,2,4 --lag 20
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ def main(argv=None) -> None:
     p.add_argument("--members", default="10,20,50", help="comma-separated ensemble sizes")
     p.add_argument("--inflation", default="1.0,1.02,1.05,1.1", help="comma-separated factors")
     p.add_argument("--lag", default="none", help="comma-separated lags in steps, 'none' = window")
+    p.add_argument(
+        "--radius", default="0", help="comma-separated localisation half-widths (0: none)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -64,7 +69,10 @@ def main(argv=None) -> None:
         f"{system}: {len(val)} validation windows, obs_var {noise_var:g}, "
         f"R-score of the interpolated observations {float(((first_guess - val.x) ** 2).mean()):.4g}"
     )
-    head = ("init", 8), ("members", 7), ("inflation", 9), ("lag", 5), ("R-score", 9), ("spread", 8)
+    head = (
+        ("init", 8), ("members", 7), ("inflation", 9), ("lag", 5), ("radius", 6), ("R-score", 9),
+        ("spread", 8),
+    )  # fmt: skip
     print(" ".join(f"{name:>{width}}" for name, width in head), f"{'seconds':>8}")
     inits = [v.strip() for v in args.init.split(",")]
     if not set(inits) <= {"gaussian", "states"}:
@@ -74,8 +82,9 @@ def main(argv=None) -> None:
         parse_list(args.members, int),
         parse_list(args.inflation, float),
         parse_list(args.lag, int),
+        parse_list(args.radius, float),
     )
-    for init, members, inflation, lag in settings:
+    for init, members, inflation, lag, radius in settings:
         gen = torch.Generator(device=device).manual_seed(args.seed)
         first = None
         if init == "states":
@@ -95,6 +104,7 @@ def main(argv=None) -> None:
             lag,
             gen,
             init=first,
+            radius=radius,
         )
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -102,7 +112,8 @@ def main(argv=None) -> None:
         r_score = float(((mean - val.x) ** 2).mean())
         spread = float(var.mean())
         print(
-            f"{init:>8} {members:>7} {inflation:>9.3g} {str(lag).lower():>5} {r_score:>9.4g} "
+            f"{init:>8} {members:>7} {inflation:>9.3g} {str(lag).lower():>5} {radius:>6.3g} "
+            f"{r_score:>9.4g} "
             f"{spread:>8.3g} {seconds:>8.2f}",
             flush=True,
         )
