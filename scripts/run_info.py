@@ -50,20 +50,26 @@ def main(argv=None) -> None:
     for name in ("--preset", "--seeds", "--rc", "--started", "--ended", "--command", "--commit"):
         ap.add_argument(name, required=True)
     ap.add_argument("--results", default="results")
+    ap.add_argument(
+        "--benchmarks", default=None, help="the benchmark files' folder (default: RESULTS/PRESET/"
+        "benchmarks; a sweep's: RESULTS/PRESET/sweep, one folder per point)",
+    )  # fmt: skip
+    ap.add_argument("--target", default="default target", help="the command's target, in words")
     args = ap.parse_args(argv)
+    benchmarks = Path(args.benchmarks or Path(args.results) / args.preset / "benchmarks")
     stamp = "%Y-%m-%dT%H:%M:%SZ"
     wall = datetime.strptime(args.ended, stamp) - datetime.strptime(args.started, stamp)
     wall_s = int(wall.total_seconds())
     versions = ", ".join(f"{p} {md.version(p)}" for p in ("torch", "numpy", "snakemake"))
     print(f"preset: {args.preset}  seeds: {args.seeds}  rc {args.rc}  wall {wall_s} s "
           f"({round(wall_s / 60)} min)")  # fmt: skip
-    print(f"command: {args.command} (default target; default profile), in a clean checkout of "
+    print(f"command: {args.command} ({args.target}; default profile), in a clean checkout of "
           f"commit {args.commit},")  # fmt: skip
     print(f"  PYTHONPATH=src; started {args.started}, ended {args.ended}")
     print(f"device: CPU ({cpu_line()}), 1 thread per job, eager")
     print(f"versions: {versions}")
-    print(f"wall time per job (s), from {args.results}/{args.preset}/benchmarks:")
-    for job, seconds in job_seconds(Path(args.results) / args.preset / "benchmarks").items():
+    print(f"wall time per job (s), from {benchmarks.as_posix()}:")
+    for job, seconds in job_seconds(benchmarks).items():
         print(f"  {job:<48} {seconds:>6.0f}")
     print(f"note: config.yaml beside this file (the preset: presets.{args.preset})")
 
