@@ -216,3 +216,20 @@ def test_fig4_fits_a_page_width(evals, tmp_path):
     figures.fig4(many, tmp_path / "f.pdf", tmp_path / "f.png")
     height, width = mpimg.imread(tmp_path / "f.png").shape[:2]
     assert width <= FIG4_WIDTH * 150 + 2 and height < 2400
+
+
+def test_a_long_caption_is_wrapped_inside_the_figure():
+    """A preset's caption is one long sentence: wrapped, the title stays within the figure."""
+    import matplotlib.pyplot as plt
+
+    from fourdvarnet.figures import wrapped
+
+    caption = "quick preset: a few hundred optimiser steps per row on small data, " * 3
+    for width in (6, 14):
+        fig = plt.figure(figsize=(width, 4))
+        title = fig.suptitle("A title\n" + wrapped(fig, caption.strip()), fontsize=13)
+        fig.canvas.draw()
+        box, frame = title.get_window_extent(), fig.bbox
+        plt.close(fig)
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1, (width, box, frame)
+    assert "\n" in wrapped(plt.figure(figsize=(6, 4)), caption)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -105,6 +106,13 @@ def _row(ds: xr.Dataset) -> str:
     return "-".join(str(ds.attrs.get(k, "none")) for k in ("scheme", "prior", "solver"))
 
 
+def wrapped(fig, caption: str, fontsize: float = 13) -> str:
+    """``caption`` broken into lines that fit the width of ``fig`` (a title's caption is one
+    long sentence; matplotlib does not wrap it and would cut it at the figure's edges)."""
+    per_line = max(int(fig.get_figwidth() * 72 / (0.6 * fontsize)), 20)
+    return textwrap.fill(caption, per_line)
+
+
 def _title(fig, text: str, preset: str, dsets: Mapping[str, xr.Dataset], caption="") -> None:
     """The figure's title, with the preset, the run, the seeds and the data set-up, and the
     preset's ``caption`` (what its numbers are not) on a line of its own."""
@@ -117,7 +125,7 @@ def _title(fig, text: str, preset: str, dsets: Mapping[str, xr.Dataset], caption
     if "data_setup" in ds.attrs:
         lines.append(describe_setup(json.loads(ds.attrs["data_setup"])))
     if caption:
-        lines.append(caption)
+        lines.append(wrapped(fig, caption))
     fig.suptitle("\n".join(lines), fontsize=13)
 
 
@@ -452,5 +460,5 @@ def fig_training(
     axes[0].set_ylabel(f"validation R-score{paper_note}")
     axes[1].legend(fontsize=8, loc="upper right")
     title = "Training curves" + (f" (preset {preset}, first seed)" if preset else "")
-    fig.suptitle(title + (f"\n{caption}" if caption else ""), fontsize=13)
+    fig.suptitle(title + (f"\n{wrapped(fig, caption)}" if caption else ""), fontsize=13)
     _save(fig, out_pdf, out_png)

@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 
 from . import intervals  # noqa: E402
 from .data import read_json  # noqa: E402
-from .figures import _save, row_style  # noqa: E402
+from .figures import _save, row_style, wrapped  # noqa: E402
 from .tables import row_label  # noqa: E402
 
 #: The paper's observation set-up of each system (spacing in steps, noise variance).
@@ -102,7 +102,7 @@ def fig_sweep(table: pd.DataFrame, out_pdf, out_png, preset: str = "", caption: 
     title = f"{system.upper()}: R-score against the observation set-up" + (
         f" ({where})" if where else ""
     )
-    fig.suptitle(title + (f"\n{caption}" if caption else ""), fontsize=12)
+    fig.suptitle(title + (f"\n{wrapped(fig, caption, 12)}" if caption else ""), fontsize=12)
     _save(fig, out_pdf, out_png)
 
 
