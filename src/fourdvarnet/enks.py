@@ -45,7 +45,8 @@ def sqrt_psd(cov: torch.Tensor) -> torch.Tensor:
 def gaspari_cohn(distance: torch.Tensor, radius: float) -> torch.Tensor:
     """The Gaspari-Cohn (1999) fifth-order taper of ``distance`` with half-width ``radius``:
     1 at 0, compactly supported (0 from ``2 * radius`` on), smooth, and a correlation function
-    (positive semi-definite), so that a tapered covariance stays a covariance."""
+    of Euclidean distance (positive semi-definite there); here it tapers observation precisions,
+    one local analysis per component, which needs no such property."""
     r = torch.as_tensor(distance, dtype=torch.float64).abs() / float(radius)
     inner = 1 - 5 / 3 * r**2 + 5 / 8 * r**3 + r**4 / 2 - r**5 / 4
     safe = r.clamp(min=1e-12)
