@@ -33,19 +33,24 @@ from fourdvarnet.priors import ODEPrior
 BATCH, N_COMP, N_TIME = 16, 40, 200  # the L96 CPU batch of a training step
 
 
+def ring(h, p: int, dim: int = -2):
+    """``h`` padded periodically by ``p`` along the component axis ``dim``."""
+    return torch.cat([h.narrow(dim, h.shape[dim] - p, p), h, h.narrow(dim, 0, p)], dim=dim)
+
+
 def conv_circular(h, w):
     return F.conv2d(F.pad(h, (0, 0, 1, 1), mode="circular"), w, padding=(0, 1))
 
 
 def conv_channels_last(h, w):
-    h = F.pad(torch.cat([h[..., -1:, :], h, h[..., :1, :]], dim=-2), (1, 1, 0, 0))
+    h = F.pad(ring(h, 1), (1, 1, 0, 0))
     cl = torch.channels_last
     return F.conv2d(h.contiguous(memory_format=cl), w.contiguous(memory_format=cl))
 
 
 def conv_fold(h, w):
     b, c, n, t = h.shape
-    hp = torch.cat([h[..., -1:, :], h, h[..., :1, :]], dim=-2)
+    hp = ring(h, 1)
     rows = torch.stack([hp[:, :, k : k + n] for k in range(3)], dim=2)  # (B, C, 3, N, T)
     rows = rows.permute(0, 3, 1, 2, 4).reshape(b * n, c * 3, t)
     out = F.conv1d(rows, w.reshape(w.shape[0], c * 3, 3), padding=1)
@@ -54,20 +59,20 @@ def conv_fold(h, w):
 
 def conv_unfold(h, w):
     b, _, n, t = h.shape
-    hp = F.pad(torch.cat([h[..., -1:, :], h, h[..., :1, :]], dim=-2), (1, 1, 0, 0))
+    hp = F.pad(ring(h, 1), (1, 1, 0, 0))
     return (w.reshape(w.shape[0], -1) @ F.unfold(hp, 3)).reshape(b, -1, n, t)
 
 
 def tendency_slices(prior, X):
     n = X.shape[1]
-    Xp = torch.cat([X[:, -2:], X, X[:, :2]], dim=1)
+    Xp = ring(X, 2, dim=1)
     a = sum(w * Xp[:, k : k + n] for k, w in enumerate(prior.stencil_a))
     b = sum(w * Xp[:, k + 1 : k + 1 + n] for k, w in enumerate(prior.stencil_b))
     return a * b - X + prior.forcing
 
 
 def tendency_unfold(prior, X):
-    win = torch.cat([X[:, -2:], X, X[:, :2]], dim=1).unfold(1, 5, 1)  # (B, N, T, 5)
+    win = ring(X, 2, dim=1).unfold(1, 5, 1)  # (B, N, T, 5)
     return (win @ prior.stencil_a) * (win[..., 1:4] @ prior.stencil_b) - X + prior.forcing
 
 

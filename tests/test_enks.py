@@ -25,6 +25,21 @@ P0 = np.array([[1.0, 0.3], [0.3, 0.5]])
 OBS_VAR = 1.0
 
 
+def exact_smoother(powers, m0, p0, mask, y):
+    """The exact smoother mean and variance ``(B, C, T)`` of ``x_t = A^t x0``, ``x0 ~ N(m0, p0)``
+    (``powers`` ``(T, C, C)``: the ``A^t``), from the observations ``y`` where ``mask`` is 1: the
+    Gaussian posterior of ``x0`` propagated by ``A^t``."""
+    mean, var = np.zeros(y.shape), np.zeros(y.shape)
+    for b in range(y.shape[0]):
+        comp, times = np.nonzero(mask[b])
+        H = powers[times, comp]  # rows e_c^T A^t of the observations
+        cov = np.linalg.inv(np.linalg.inv(p0) + H.T @ H / OBS_VAR)
+        m = cov @ (np.linalg.solve(p0, m0) + H.T @ y[b, comp, times] / OBS_VAR)
+        mean[b] = (powers @ m).T
+        var[b] = np.einsum("tij,jk,tik->it", powers, cov, powers)
+    return mean, var
+
+
 def linear_problem(n_batch=8, n_time=40, seed=0):
     """Rotations ``x_{t+1} = A x_t`` from ``x0 ~ N(M0, P0)``, component 0 observed every 6 steps
     (from a different first time in each window, and never in the last window), plus the exact
@@ -38,14 +53,7 @@ def linear_problem(n_batch=8, n_time=40, seed=0):
     x0 = rng.multivariate_normal(M0, P0, size=n_batch)
     x = np.einsum("tij,bj->bit", powers, x0)
     y = (x + np.sqrt(OBS_VAR) * rng.standard_normal(x.shape)) * mask
-    mean, var = np.zeros_like(x), np.zeros_like(x)
-    for b in range(n_batch):
-        obs = mask[b, 0] > 0
-        H = powers[obs, 0]  # rows e_0^T A^t of the observed times
-        cov = np.linalg.inv(np.linalg.inv(P0) + H.T @ H / OBS_VAR)
-        m = cov @ (np.linalg.solve(P0, M0) + H.T @ y[b, 0, obs] / OBS_VAR)
-        mean[b] = (powers @ m).T
-        var[b] = np.einsum("tij,jk,tik->it", powers, cov, powers)
+    mean, var = exact_smoother(powers, M0, P0, mask, y)
     At = torch.tensor(A)
     return {
         "y": torch.tensor(y),
@@ -305,7 +313,8 @@ def ring_problem(n_comp=12, n_batch=6, n_time=30, coupling=0.25, corr=2.0, seed=
     """A linear model on a ring, ``x_{t+1} = A x_t`` with ``A`` mixing each component with its
     neighbours (``coupling``), from ``x0 ~ N(0, P0)`` with ``P0`` an exponential correlation of
     length ``corr`` along the ring (0: independent components); every other component observed
-    every 3 steps. Returns the problem and its exact smoother mean, as ``linear_problem``."""
+    every 3 steps. Returns the problem, the initial mean and covariance and the exact smoother
+    mean (``exact_smoother``)."""
     idx = np.arange(n_comp)
     gap = np.abs(idx[:, None] - idx[None, :])
     gap = np.minimum(gap, n_comp - gap)
@@ -318,12 +327,7 @@ def ring_problem(n_comp=12, n_batch=6, n_time=30, coupling=0.25, corr=2.0, seed=
     x0 = rng.multivariate_normal(np.zeros(n_comp), P0, size=n_batch)
     x = np.einsum("tij,bj->bit", powers, x0)
     y = (x + np.sqrt(OBS_VAR) * rng.standard_normal(x.shape)) * mask
-    mean = np.zeros_like(x)
-    for b in range(n_batch):
-        comp, times = np.nonzero(mask[b])
-        H = powers[times, comp]  # rows e_c^T A^t of the observations
-        cov = np.linalg.inv(np.linalg.inv(P0) + H.T @ H / OBS_VAR)
-        mean[b] = (powers @ (cov @ H.T @ y[b, comp, times] / OBS_VAR)).T
+    mean, _ = exact_smoother(powers, np.zeros(n_comp), P0, mask, y)
     At = torch.tensor(A)
     prob = {"y": torch.tensor(y), "mask": torch.tensor(mask), "step": lambda X: X @ At.T}
     return prob, np.zeros(n_comp), P0, mean

@@ -235,9 +235,12 @@ def ensemble_smoother(
     # one host sync: the times where some window has an observation
     analysis_times = set(torch.nonzero(window_observed.any(dim=0)).flatten().tolist())
     horizon = n_time if lag is None else min(lag, n_time)
-    if method == "auto":
-        method = _cheaper_method(lag, len(analysis_times), members, n_comp, n_time, horizon)
-        method = "direct" if radius else method
+    if method == "auto":  # a localised smoother has no product form
+        method = (
+            "direct"
+            if radius
+            else _cheaper_method(lag, len(analysis_times), members, n_comp, n_time, horizon)
+        )
     ens = _first_members(init, mean0, cov0, n_batch, members, n_comp, generator, y.device)
     obs = _observation_terms(y, observed, window_observed, obs_var, inflation)
     taper = ring_taper(n_comp, radius).to(y.device) if radius else None
