@@ -183,6 +183,21 @@ def test_training_killed_with_sigkill_leaves_nothing_complete_and_reruns(tmp_pat
     assert ckpt["experiment"]["prior"] == "genn" and "train_record" in ckpt
 
 
+def test_the_cpu_preset_builds_table2_on_its_own(tmp_path):
+    """`--config preset=cpu -- results/table2.csv` plans the L96 part alone: its data, one GENN
+    pre-training, one training job per learned L96 row, and no L63 job."""
+    work = copy_repo(tmp_path)
+    args = ("-n", "--cores", "2", "--config", "preset=cpu", "--", "results/table2.csv")
+    out = snakemake(work, *args).stdout
+    rows = yaml.safe_load((REPO / "config.yaml").read_text())["experiments"]["l96"]
+    learned = [r for r in rows if not r.startswith("none-")]
+    counts = job_counts(out)
+    assert counts["train"] == len(learned) == 7
+    assert counts["evaluate"] == len(rows) and counts["pretrain_genn"] == 1
+    assert counts["simulate"] == 1
+    assert "results/cpu/data/l63" not in out and "/l63/" not in out
+
+
 def test_seeds_from_the_command_line_multiply_the_learned_rows(tmp_path):
     work = copy_repo(tmp_path)
     out = snakemake(work, "-n", "--cores", "1", "--config", "seeds=[0,1]").stdout

@@ -493,8 +493,9 @@ def unnamed_preset_stop(
             "  Name a preset to run:",
             "    snakemake --config preset=quick   every table and figure on small data "
             "(about 6 min on 2 cores, reference/quick/run-info.txt)",
-            "    snakemake --config preset=cpu     Table 1 and Figures 2-3 at the paper's L63 "
-            "size (about 83 min on 2 cores, reference/cpu/run-info.txt)",
+            "    snakemake --config preset=cpu     both tables at the paper's data sizes: "
+            "Table 1 about 2 h on 2 cores (reference/cpu/run-info.txt), Table 2 about 2.3 h "
+            "(an estimate); -- results/table1.csv or results/table2.csv builds one",
             f"    snakemake --config preset={est.preset}   this run, as asked",
         ]
     )
