@@ -494,7 +494,7 @@ def unnamed_preset_stop(
             "    snakemake --config preset=quick   every table and figure on small data "
             "(about 6 min on 2 cores, reference/quick/run-info.txt)",
             "    snakemake --config preset=cpu     both tables at the paper's data sizes: "
-            "Table 1 about 2 h on 2 cores (reference/cpu/run-info.txt), Table 2 about 2.3 h "
+            "Table 1 about 2 h on 2 cores (reference/cpu/run-info.txt), Table 2 about 2.2 h "
             "(an estimate); -- results/table1.csv or results/table2.csv builds one",
             f"    snakemake --config preset={est.preset}   this run, as asked",
         ]
